@@ -1,0 +1,3 @@
+ALTER TABLE executions
+    DROP CONSTRAINT IF EXISTS ck_executions_priority,
+    DROP CONSTRAINT IF EXISTS ck_executions_kind;

@@ -1,0 +1,2 @@
+-- spine:no-transaction
+DROP INDEX CONCURRENTLY IF EXISTS ix_executions_created_id;
