@@ -578,7 +578,12 @@ func RunDispatcher(t *testing.T, newLedger NewLedger) {
 			}
 			ids = append(ids, run.RunID)
 		}
-		time.Sleep(200 * time.Millisecond)
+		// The lane fills up to its bound, and stays there while the rest wait.
+		deadline := time.Now().Add(10 * time.Second)
+		for running.Load() < 2 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(150 * time.Millisecond)
 		if p := peak.Load(); p != 2 {
 			t.Errorf("peak concurrency %d in a lane of 2", p)
 		}
