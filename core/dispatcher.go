@@ -120,11 +120,12 @@ func (d *Dispatcher) SubmitStep(ctx context.Context, name string, params map[str
 	return d.Submit(ctx, NewStep(name, params, parentRunID))
 }
 
-// SubmitMany submits specs as one batch: one ledger write creates every run
-// and one records them queued, which is what makes high submit rates
-// possible on a database ledger. results[i] belongs to specs[i]. An invalid
-// spec fails the whole batch before anything is recorded; executor refusals
-// are joined into the returned error while the other runs proceed.
+// SubmitMany submits specs as one batch: one ledger write records every
+// run (and, when the executor reserves refs, records them queued too),
+// which is what makes high submit rates possible on a database ledger.
+// results[i] belongs to specs[i]. An invalid spec fails the whole batch
+// before anything is recorded; executor refusals are joined into the
+// returned error while the other runs proceed.
 func (d *Dispatcher) SubmitMany(ctx context.Context, specs []WorkSpec) ([]RunRecord, error) {
 	runs := make([]RunRecord, len(specs))
 	events := make([][]RunEvent, len(specs))
@@ -133,8 +134,7 @@ func (d *Dispatcher) SubmitMany(ctx context.Context, specs []WorkSpec) ([]RunRec
 		if err != nil {
 			return nil, fmt.Errorf("submit many: spec %d (%s): %w", i, spec.HandlerKey(), err)
 		}
-		runs[i] = run
-		events[i] = []RunEvent{d.createdEvent(run)}
+		runs[i], events[i] = d.prepare(run)
 	}
 	stored, errs, err := d.ledger.CreateRuns(ctx, runs, events)
 	if err != nil {
@@ -157,14 +157,17 @@ func (d *Dispatcher) SubmitMany(ctx context.Context, specs []WorkSpec) ([]RunRec
 		}
 		results[i] = stored[i]
 		ref, err := d.executor.Submit(ctx, stored[i])
-		if err != nil {
+		switch {
+		case err != nil:
 			results[i], err = d.recordRejection(ctx, stored[i], err)
 			failures = append(failures, err)
-			continue
+		case stored[i].Status == StatusQueued && ref == stored[i].ExternalRef:
+			// Recorded queued with this ref before the hand-over: done.
+		default:
+			updates = append(updates, d.queuedUpdate(stored[i], ref))
+			updateIdx = append(updateIdx, i)
+			refs = append(refs, ref)
 		}
-		updates = append(updates, d.queuedUpdate(stored[i].RunID, ref))
-		updateIdx = append(updateIdx, i)
-		refs = append(refs, ref)
 	}
 	if len(updates) == 0 {
 		return results, errors.Join(failures...)
@@ -231,10 +234,26 @@ func (d *Dispatcher) createdEvent(run RunRecord) RunEvent {
 	return d.event(run.RunID, EventCreated, data)
 }
 
+// prepare returns the run as it is first recorded, with the events that
+// record it. An executor that reserves refs gets the run recorded queued
+// with its ref before the hand-over; any other gets Python spine-core's
+// order: pending first, queued once the executor has answered.
+func (d *Dispatcher) prepare(run RunRecord) (RunRecord, []RunEvent) {
+	events := []RunEvent{d.createdEvent(run)}
+	if r, ok := d.executor.(RefReserver); ok {
+		run.Status = StatusQueued
+		run.ExternalRef = r.ReserveRef(run)
+		run.ExecutorName = d.executor.Name()
+		events = append(events, d.event(run.RunID, EventQueued, map[string]any{"external_ref": run.ExternalRef}))
+	}
+	return run, events
+}
+
 // create records run and hands it over. onDuplicate, if set, is called with
 // the existing run when the idempotency key is taken.
 func (d *Dispatcher) create(ctx context.Context, run RunRecord, onDuplicate func(RunRecord)) (RunRecord, error) {
-	stored, err := d.ledger.CreateRun(ctx, run, d.createdEvent(run))
+	run, events := d.prepare(run)
+	stored, err := d.ledger.CreateRun(ctx, run, events...)
 	if err != nil {
 		if errors.Is(err, ErrDuplicate) && run.Spec.IdempotencyKey != "" && stored.RunID != "" {
 			if onDuplicate != nil {
@@ -247,13 +266,16 @@ func (d *Dispatcher) create(ctx context.Context, run RunRecord, onDuplicate func
 	return d.handOver(ctx, stored)
 }
 
-// handOver gives a pending run to the executor and records the outcome.
+// handOver gives a recorded run to the executor and records the outcome.
 func (d *Dispatcher) handOver(ctx context.Context, run RunRecord) (RunRecord, error) {
 	ref, err := d.executor.Submit(ctx, run)
 	if err != nil {
 		return d.recordRejection(ctx, run, err)
 	}
-	queued, err := d.ledger.UpdateRun(ctx, d.queuedUpdate(run.RunID, ref))
+	if run.Status == StatusQueued && ref == run.ExternalRef {
+		return run, nil // recorded queued with this ref before the hand-over
+	}
+	queued, err := d.ledger.UpdateRun(ctx, d.queuedUpdate(run, ref))
 	if errors.Is(err, ErrConcurrencyConflict) {
 		return d.lateExternalRef(ctx, run.RunID, ref)
 	}
@@ -264,12 +286,20 @@ func (d *Dispatcher) handOver(ctx context.Context, run RunRecord) (RunRecord, er
 	return queued, nil
 }
 
-func (d *Dispatcher) queuedUpdate(runID, ref string) RunUpdate {
+// queuedUpdate records the executor's ref: the pending → queued transition,
+// or, for a run recorded queued whose executor answered with another ref
+// than it reserved, the ref it actually uses.
+func (d *Dispatcher) queuedUpdate(run RunRecord, ref string) RunUpdate {
 	name := d.executor.Name()
-	return RunUpdate{
-		RunID: runID, From: StatusPending, To: StatusQueued, ExternalRef: &ref, ExecutorName: &name,
-		Events: []RunEvent{d.event(runID, EventQueued, map[string]any{"external_ref": ref})},
+	u := RunUpdate{
+		RunID: run.RunID, From: StatusPending, To: StatusQueued, ExternalRef: &ref, ExecutorName: &name,
+		Events: []RunEvent{d.event(run.RunID, EventQueued, map[string]any{"external_ref": ref})},
 	}
+	if run.Status == StatusQueued {
+		u.From = StatusQueued
+		u.Events[0].Data["reserved_ref"] = run.ExternalRef
+	}
+	return u
 }
 
 // lateExternalRef handles a run that moved on while it was being handed
@@ -301,20 +331,24 @@ func (d *Dispatcher) lateExternalRef(ctx context.Context, runID, ref string) (Ru
 
 // recordRejection records an executor's refusal. The state machine has no
 // pending → failed edge: a refused hand-over is queued → failed ("executor
-// rejection"), so the run passes through queued without an external ref.
+// rejection"), so a run recorded pending first passes through queued
+// without an external ref.
 func (d *Dispatcher) recordRejection(ctx context.Context, run RunRecord, cause error) (RunRecord, error) {
 	name := d.executor.Name()
-	queued, err := d.ledger.UpdateRun(ctx, RunUpdate{
-		RunID: run.RunID, From: StatusPending, To: StatusQueued, ExecutorName: &name,
-		Events: []RunEvent{d.event(run.RunID, EventQueued, map[string]any{"external_ref": nil})},
-	})
+	if run.Status == StatusPending {
+		queued, err := d.ledger.UpdateRun(ctx, RunUpdate{
+			RunID: run.RunID, From: StatusPending, To: StatusQueued, ExecutorName: &name,
+			Events: []RunEvent{d.event(run.RunID, EventQueued, map[string]any{"external_ref": nil})},
+		})
+		if err != nil {
+			return run, fmt.Errorf("submit %s: executor %s refused run %s (%v) and recording it failed: %w",
+				run.Spec.HandlerKey(), name, run.RunID, cause, err)
+		}
+		run = queued
+	}
+	failed, err := d.fail(ctx, run, cause)
 	if err != nil {
 		return run, fmt.Errorf("submit %s: executor %s refused run %s (%v) and recording it failed: %w",
-			run.Spec.HandlerKey(), name, run.RunID, cause, err)
-	}
-	failed, err := d.fail(ctx, queued, cause)
-	if err != nil {
-		return queued, fmt.Errorf("submit %s: executor %s refused run %s (%v) and recording it failed: %w",
 			run.Spec.HandlerKey(), name, run.RunID, cause, err)
 	}
 	return failed, fmt.Errorf("submit %s: executor %s refused run %s: %w", run.Spec.HandlerKey(), name, run.RunID, cause)
@@ -581,7 +615,8 @@ func (d *Dispatcher) retry(ctx context.Context, runID string, auto bool) (RunRec
 	run.Attempt = old.Attempt + 1
 	run.RetryOfRunID = old.RunID
 
-	stored, err := d.ledger.CreateRun(ctx, run, d.createdEvent(run))
+	run, events := d.prepare(run)
+	stored, err := d.ledger.CreateRun(ctx, run, events...)
 	switch {
 	case errors.Is(err, ErrDuplicate) && auto && stored.RunID != "":
 		// Another dispatcher made this retry; make sure the old run says so.

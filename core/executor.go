@@ -18,6 +18,18 @@ type Executor interface {
 	Cancel(ctx context.Context, externalRef string) error
 }
 
+// RefReserver is implemented by executors that can name a run's work
+// before taking it: a Celery task id is chosen by the client, the memory
+// executor's ref is the run id. The dispatcher then records the run queued,
+// with its ref, before handing it over, in one write: work can never exist
+// that the ledger does not know by its ref, even if the process dies in
+// between (a run recorded queued whose hand-over never happened is visible
+// and can be reconciled by its ref). Submit must then return the reserved
+// ref.
+type RefReserver interface {
+	ReserveRef(run RunRecord) string
+}
+
 // WorkerCallbacks is how running work reports back. The Dispatcher
 // implements it; executors that run work themselves receive it through
 // CallbackBinder, remote workers call the Dispatcher directly.

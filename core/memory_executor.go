@@ -85,6 +85,9 @@ func (e *MemoryExecutor) BindCallbacks(cb WorkerCallbacks) {
 	e.callbacks = cb
 }
 
+// ReserveRef implements RefReserver: the ref is the run id.
+func (e *MemoryExecutor) ReserveRef(run RunRecord) string { return run.RunID }
+
 // Submit implements Executor: it queues the run on its lane and returns at
 // once. The external ref is the run id.
 func (e *MemoryExecutor) Submit(ctx context.Context, run RunRecord) (string, error) {

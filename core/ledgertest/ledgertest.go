@@ -148,3 +148,40 @@ func (f *fakeExecutor) cancels() []string {
 }
 
 var errBoom = errors.New("boom")
+
+// reservingExecutor names its work before taking it (as a Celery producer
+// chooses the task id) and checks, at every hand-over, that the ledger
+// already holds the run queued with that ref.
+type reservingExecutor struct {
+	ledger   core.Ledger
+	mu       sync.Mutex
+	n        int
+	problems []string
+	refusal  error
+}
+
+func (r *reservingExecutor) Name() string                         { return "reserving" }
+func (r *reservingExecutor) ReserveRef(run core.RunRecord) string { return "reserved-" + run.RunID }
+func (r *reservingExecutor) Cancel(context.Context, string) error { return nil }
+
+func (r *reservingExecutor) Submit(ctx context.Context, run core.RunRecord) (string, error) {
+	stored, err := r.ledger.GetRun(ctx, run.RunID)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if err != nil || stored.Status != core.StatusQueued || stored.ExternalRef != r.ReserveRef(run) {
+		r.problems = append(r.problems, fmt.Sprintf("%s: %s %q %v", run.RunID, stored.Status, stored.ExternalRef, err))
+	}
+	if r.refusal != nil {
+		return "", r.refusal
+	}
+	r.n++
+	return r.ReserveRef(run), nil
+}
+
+func (r *reservingExecutor) refuse(err error) { r.mu.Lock(); r.refusal = err; r.mu.Unlock() }
+func (r *reservingExecutor) count() int       { r.mu.Lock(); defer r.mu.Unlock(); return r.n }
+func (r *reservingExecutor) errors() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.problems...)
+}
