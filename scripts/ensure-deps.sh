@@ -8,7 +8,8 @@ pg_bin=${SPINE_PG_BIN:-/usr/lib/postgresql/15/bin}
 missing=()
 [ -x "$pg_bin/initdb" ] || missing+=(postgresql)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
-/usr/bin/python3 -c 'import celery' >/dev/null 2>&1 || missing+=(python3-celery)
+/usr/bin/python3 -c "import celery" >/dev/null 2>&1 || missing+=(python3-celery)
+/usr/bin/python3 -c "import redis" >/dev/null 2>&1 || missing+=(python3-redis)
 
 if ! command -v go >/dev/null 2>&1; then
   echo "ensure-deps: Go is not on PATH (expected at /usr/local/go/bin); install Go 1.26 first" >&2
