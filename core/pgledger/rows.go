@@ -173,7 +173,10 @@ func fromRow(r row) (core.RunRecord, error) {
 }
 
 // fromRowNormalised is fromRow for rows this process just built: they are
-// valid by construction.
+// valid by construction. Reading the JSON back (rather than returning the
+// caller's maps) costs CPU but makes what a handler sees independent of the
+// path: numbers are json.Number whether the run comes from Submit or from
+// the database after a restart.
 func fromRowNormalised(r row) core.RunRecord {
 	run, err := fromRow(r)
 	if err != nil {
