@@ -89,24 +89,12 @@ func DecodeEnvelope(data []byte) (*Envelope, error) {
 
 func decodeEnvelope(data []byte, e *Envelope) error {
 	s := scanner{data: data}
-	if err := s.enter('{'); err != nil {
-		return fmt.Errorf("envelope: %w", err)
+	if s.peek() == '{' {
+		e.wire.mark(eDecoded, false, false)
 	}
-	e.wire.mark(eDecoded, false, false)
 	var bodyToken []byte // the body string's content, still escaped
 	bodyEscaped := false
-	for n := 0; ; {
-		ok, err := s.more('}', &n)
-		if err != nil {
-			return fmt.Errorf("envelope: %w", err)
-		}
-		if !ok {
-			break
-		}
-		key, err := s.key()
-		if err != nil {
-			return fmt.Errorf("envelope: %w", err)
-		}
+	err := s.members("envelope", func(key []byte) (err error) {
 		switch string(key) {
 		case "body":
 			if s.peek() != '"' {
@@ -134,6 +122,10 @@ func decodeEnvelope(data []byte, e *Envelope) error {
 			}
 			return fieldError(err, kind, "envelope", key)
 		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if err := s.end(); err != nil {
 		return fmt.Errorf("envelope: %w", err)

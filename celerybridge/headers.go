@@ -89,21 +89,7 @@ func (s *scanner) decodeHeaders(h *Headers) error {
 		return s.wrongType(ErrHeadersNotObject)
 	}
 	h.wire.mark(hObject, false, false)
-	if err := s.enter('{'); err != nil {
-		return err
-	}
-	for n := 0; ; {
-		ok, err := s.more('}', &n)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return nil
-		}
-		key, err := s.key()
-		if err != nil {
-			return err
-		}
+	return s.members("", func(key []byte) (err error) {
 		switch string(key) {
 		case "lang":
 			err = s.readString(&h.Lang, &h.wire, hLang)
@@ -153,7 +139,8 @@ func (s *scanner) decodeHeaders(h *Headers) error {
 		if err != nil {
 			return fieldError(err, ErrBadHeader, "headers", key)
 		}
-	}
+		return nil
+	})
 }
 
 // modelledHeader reports whether key is a field of Headers rather than an

@@ -96,6 +96,39 @@ func (s *scanner) more(close byte, n *int) (bool, error) {
 	return true, nil
 }
 
+// members reads the object at the cursor, calling member with each key once
+// the cursor is at the key's value, which member must consume; the key is
+// only valid during the call. Errors in the object's own structure are
+// labelled with where (when not empty); member's errors are returned as
+// they are, since they carry their own context.
+func (s *scanner) members(where string, member func(key []byte) error) error {
+	label := func(err error) error {
+		if where == "" {
+			return err
+		}
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	if err := s.enter('{'); err != nil {
+		return label(err)
+	}
+	for n := 0; ; {
+		ok, err := s.more('}', &n)
+		if err != nil {
+			return label(err)
+		}
+		if !ok {
+			return nil
+		}
+		key, err := s.key()
+		if err != nil {
+			return label(err)
+		}
+		if err := member(key); err != nil {
+			return err
+		}
+	}
+}
+
 // key reads an object key and the colon after it. The result is only valid
 // until the next call.
 func (s *scanner) key() ([]byte, error) {

@@ -57,21 +57,7 @@ func (s *scanner) decodeProperties(p *Properties) error {
 	if s.peek() != '{' {
 		return s.wrongType(ErrMissingProperties)
 	}
-	if err := s.enter('{'); err != nil {
-		return err
-	}
-	for n := 0; ; {
-		ok, err := s.more('}', &n)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return nil
-		}
-		key, err := s.key()
-		if err != nil {
-			return err
-		}
+	return s.members("", func(key []byte) (err error) {
 		switch string(key) {
 		case "correlation_id":
 			err = s.readString(&p.CorrelationID, &p.wire, pCorrelationID)
@@ -99,26 +85,13 @@ func (s *scanner) decodeProperties(p *Properties) error {
 		if err != nil {
 			return fieldError(err, ErrBadProperty, "properties", key)
 		}
-	}
+		return nil
+	})
 }
 
 func (s *scanner) decodeDeliveryInfo(d *DeliveryInfo) error {
 	*d = DeliveryInfo{}
-	if err := s.enter('{'); err != nil {
-		return err
-	}
-	for n := 0; ; {
-		ok, err := s.more('}', &n)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return nil
-		}
-		key, err := s.key()
-		if err != nil {
-			return err
-		}
+	return s.members("", func(key []byte) (err error) {
 		switch string(key) {
 		case "exchange":
 			err = s.readString(&d.Exchange, &d.wire, dExchange)
@@ -132,7 +105,8 @@ func (s *scanner) decodeDeliveryInfo(d *DeliveryInfo) error {
 		if err != nil {
 			return fieldError(err, ErrBadProperty, "properties.delivery_info", key)
 		}
-	}
+		return nil
+	})
 }
 
 // appendProperties writes properties in the order kombu assembles them:

@@ -132,21 +132,7 @@ func (m *TaskMessageV1) checkBody() error {
 
 func (s *scanner) decodeBodyV1(b *BodyV1) error {
 	*b = BodyV1{}
-	if err := s.enter('{'); err != nil {
-		return fmt.Errorf("body: %w", err)
-	}
-	for n := 0; ; {
-		ok, err := s.more('}', &n)
-		if err != nil {
-			return fmt.Errorf("body: %w", err)
-		}
-		if !ok {
-			return nil
-		}
-		key, err := s.key()
-		if err != nil {
-			return fmt.Errorf("body: %w", err)
-		}
+	return s.members("body", func(key []byte) (err error) {
 		switch string(key) {
 		case "task":
 			err = s.readString(&b.Task, &b.wire, bTask)
@@ -184,7 +170,8 @@ func (s *scanner) decodeBodyV1(b *BodyV1) error {
 		if err != nil {
 			return fieldError(err, ErrBadHeader, "body", key)
 		}
-	}
+		return nil
+	})
 }
 
 func appendBodyV1(dst []byte, b *BodyV1) []byte {

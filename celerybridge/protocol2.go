@@ -2,6 +2,7 @@ package celerybridge
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -139,44 +140,24 @@ func parseBodyV2(body []byte, m *TaskMessage) error {
 // hasMember reports whether the valid JSON object b has the top-level key.
 func hasMember(b []byte, key string) bool {
 	s := scanner{data: b}
-	if s.enter('{') != nil {
-		return false
-	}
-	for n := 0; ; {
-		ok, err := s.more('}', &n)
-		if err != nil || !ok {
-			return false
-		}
-		k, err := s.key()
-		if err != nil {
-			return false
-		}
+	found := false
+	_ = s.members("", func(k []byte) error {
 		if string(k) == key {
-			return true
+			found = true
+			return errStopScan
 		}
-		if _, err := s.skip(); err != nil {
-			return false
-		}
-	}
+		_, err := s.skip()
+		return err
+	})
+	return found
 }
+
+// errStopScan ends a members walk early once the answer is known.
+var errStopScan = errors.New("stop")
 
 func decodeEmbed(b []byte, e *Embed) error {
 	s := scanner{data: b}
-	if err := s.enter('{'); err != nil {
-		return err
-	}
-	for n := 0; ; {
-		ok, err := s.more('}', &n)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return nil
-		}
-		key, err := s.key()
-		if err != nil {
-			return err
-		}
+	return s.members("", func(key []byte) (err error) {
 		var v []byte
 		switch string(key) {
 		case "callbacks":
@@ -194,10 +175,8 @@ func decodeEmbed(b []byte, e *Embed) error {
 		default:
 			err = s.extra(&e.Extra, key)
 		}
-		if err != nil {
-			return err
-		}
-	}
+		return err
+	})
 }
 
 // checkIdentity enforces what a worker dereferences before anything else.
