@@ -97,7 +97,7 @@ func (d *Dispatcher) Submit(ctx context.Context, spec WorkSpec) (RunRecord, erro
 	if err != nil {
 		return RunRecord{}, err
 	}
-	return d.create(ctx, run, nil)
+	return d.create(ctx, run)
 }
 
 // SubmitTask submits a task spec built by NewTask.
@@ -249,16 +249,13 @@ func (d *Dispatcher) prepare(run RunRecord) (RunRecord, []RunEvent) {
 	return run, events
 }
 
-// create records run and hands it over. onDuplicate, if set, is called with
-// the existing run when the idempotency key is taken.
-func (d *Dispatcher) create(ctx context.Context, run RunRecord, onDuplicate func(RunRecord)) (RunRecord, error) {
+// create records run and hands it over; a taken idempotency key returns
+// the existing run instead.
+func (d *Dispatcher) create(ctx context.Context, run RunRecord) (RunRecord, error) {
 	run, events := d.prepare(run)
 	stored, err := d.ledger.CreateRun(ctx, run, events...)
 	if err != nil {
 		if errors.Is(err, ErrDuplicate) && run.Spec.IdempotencyKey != "" && stored.RunID != "" {
-			if onDuplicate != nil {
-				onDuplicate(stored)
-			}
 			return stored, nil
 		}
 		return RunRecord{}, fmt.Errorf("submit %s: %w", run.Spec.HandlerKey(), err)

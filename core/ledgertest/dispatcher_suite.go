@@ -303,10 +303,9 @@ func RunDispatcher(t *testing.T, newLedger NewLedger) {
 		chain := []core.RunRecord{waitStatus(t, b.ledger, first.RunID, core.StatusFailed)}
 		for len(chain) < 3 {
 			prev := chain[len(chain)-1]
-			next := waitFor(t, b.ledger, prev.RunID, "a retried event", func(core.RunRecord) bool {
+			waitFor(t, b.ledger, prev.RunID, "a retried event", func(core.RunRecord) bool {
 				return countEvents(t, b.ledger, prev.RunID, core.EventRetried) == 1
 			})
-			_ = next
 			evs, _ := b.ledger.Events(ctx(t), prev.RunID)
 			newID, _ := evs[len(evs)-1].Data["new_run_id"].(string)
 			want := core.StatusFailed
