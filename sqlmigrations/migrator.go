@@ -76,11 +76,10 @@ func (m *Migrator) migrate(ctx context.Context, plan func(map[int]appliedRow) (P
 	defer unlockSession(ctx, conn, m.log)
 
 	// Session-wide, so it covers every statement of every step, including the
-	// no-transaction ones that cannot be preceded by SET LOCAL.
-	// At least 1ms: lock_timeout 0 would mean waiting forever.
-	lockTimeout := fmt.Sprintf("%dms", max(m.opts.LockTimeout.Milliseconds(), 1))
-	if _, err := conn.Exec(ctx, "SELECT set_config('lock_timeout', $1, false)", lockTimeout); err != nil {
-		return res, fmt.Errorf("sqlmigrations: set lock_timeout: %w", err)
+	// no-transaction ones that cannot be preceded by SET LOCAL; runStep adjusts
+	// it per step.
+	if err := setLockTimeout(ctx, conn, m.opts.LockTimeout); err != nil {
+		return res, err
 	}
 	defer resetLockTimeout(ctx, conn)
 
@@ -108,6 +107,16 @@ func (m *Migrator) migrate(ctx context.Context, plan func(map[int]appliedRow) (P
 		res.Applied = append(res.Applied, step)
 	}
 	return res, nil
+}
+
+// setLockTimeout sets the session's lock_timeout; at least 1ms, since 0 would
+// mean waiting forever.
+func setLockTimeout(ctx context.Context, conn *pgx.Conn, d time.Duration) error {
+	v := fmt.Sprintf("%dms", max(d.Milliseconds(), 1))
+	if _, err := conn.Exec(ctx, "SELECT set_config('lock_timeout', $1, false)", v); err != nil {
+		return fmt.Errorf("sqlmigrations: set lock_timeout: %w", err)
+	}
+	return nil
 }
 
 func resetLockTimeout(ctx context.Context, conn *pgx.Conn) {

@@ -9,12 +9,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/spinecore/spine-go/sqlmigrations"
 )
 
-// The schema contract with core/pgledger (/work/notes/schema-contract.md).
+// The schema contract with core/pgledger: the columns and indexes its SQL
+// relies on (see requiredColumns and idempotencyIndexReady there).
 var contractColumns = []struct {
 	table, column, dataType string
 	nullable                bool
@@ -393,7 +395,7 @@ func TestLockTimeoutRetriesInsteadOfQueueing(t *testing.T) {
 func TestLockTimeoutGivesUpAfterMaxAttempts(t *testing.T) {
 	t.Parallel()
 	b := setup(t, 1000)
-	m, _ := b.migrator(sqlmigrations.Options{LockTimeout: 50 * time.Millisecond, MaxAttempts: 2})
+	m, _ := b.migrator(sqlmigrations.Options{LockTimeout: 50 * time.Millisecond, IndexLockTimeout: 50 * time.Millisecond, MaxAttempts: 2})
 	if _, err := m.Up(b.ctx, 3); err != nil {
 		t.Fatalf("Up(3): %v", err)
 	}
@@ -418,6 +420,61 @@ func TestLockTimeoutGivesUpAfterMaxAttempts(t *testing.T) {
 	}
 	if _, err := m.Up(b.ctx, sqlmigrations.Latest); err != nil {
 		t.Fatalf("Up after the lock was released: %v", err)
+	}
+	b.assertContract()
+}
+
+// An index built CONCURRENTLY waits for every older transaction. Its own
+// IndexLockTimeout lets it wait out a long one (where the short LockTimeout
+// would fail every attempt), and the application's writes go on meanwhile.
+func TestIndexStepsWaitOutALongTransaction(t *testing.T) {
+	t.Parallel()
+	b := setup(t, 1000)
+	m, _ := b.migrator(sqlmigrations.Options{LockTimeout: 50 * time.Millisecond, IndexLockTimeout: time.Minute, MaxAttempts: 2})
+	if _, err := m.Up(b.ctx, 3); err != nil {
+		t.Fatalf("Up(3): %v", err)
+	}
+	report := b.conn() // a long report: a REPEATABLE READ snapshot kept open
+	tx, err := report.BeginTx(b.ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(b.ctx, "SELECT count(*) FROM jobs"); err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		res sqlmigrations.Result
+		err error
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		res, err := m.Up(b.ctx, sqlmigrations.Latest)
+		done <- outcome{res, err}
+	}()
+	b.waitFor("the index build to wait for the report's snapshot", 10*time.Second, func() bool {
+		return b.queryInt("SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'virtualxid'") > 0
+	})
+	time.Sleep(300 * time.Millisecond) // six times the short LockTimeout
+	select {
+	case o := <-done:
+		t.Fatalf("Up returned while the report was open: %v", o.err)
+	default:
+	}
+	// The application keeps writing while the build waits.
+	start := time.Now()
+	b.exec("INSERT INTO executions (execution_id, pipeline_name) VALUES (gen_random_uuid(), 'written meanwhile')")
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("an application INSERT took %s while the index build waited", took)
+	}
+	if err := tx.Rollback(b.ctx); err != nil {
+		t.Fatal(err)
+	}
+	o := <-done
+	if o.err != nil {
+		t.Fatalf("Up: %v", o.err)
+	}
+	if o.res.Attempts[4] != 1 {
+		t.Errorf("step 4 took %d attempts, want 1: it should have waited, not failed", o.res.Attempts[4])
 	}
 	b.assertContract()
 }

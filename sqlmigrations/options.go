@@ -12,6 +12,14 @@ type Options struct {
 	// queries for long. Default 2s.
 	LockTimeout time.Duration
 
+	// IndexLockTimeout replaces LockTimeout for the steps that build or drop an
+	// index CONCURRENTLY. Such a build waits for every transaction older than it, so
+	// one long report query would time out a short LockTimeout on every attempt;
+	// and waiting is harmless there: its SHARE UPDATE EXCLUSIVE lock does not
+	// conflict with the application's reads and writes, queued or granted.
+	// Default 5m.
+	IndexLockTimeout time.Duration
+
 	// MaxAttempts is how often a step is tried when it keeps hitting LockTimeout.
 	// Default 10.
 	MaxAttempts int
@@ -29,10 +37,11 @@ type Options struct {
 }
 
 const (
-	defaultLockTimeout = 2 * time.Second
-	defaultMaxAttempts = 10
-	defaultLockWait    = time.Minute
-	defaultTable       = "spine_schema_migrations"
+	defaultLockTimeout      = 2 * time.Second
+	defaultIndexLockTimeout = 5 * time.Minute
+	defaultMaxAttempts      = 10
+	defaultLockWait         = time.Minute
+	defaultTable            = "spine_schema_migrations"
 
 	// Backoff between attempts of a step that hit lock_timeout: base·2^(n-1), capped,
 	// with jitter so that several waiting migrators (or retries) do not line up.
@@ -46,6 +55,9 @@ const (
 func (o Options) withDefaults() Options {
 	if o.LockTimeout <= 0 {
 		o.LockTimeout = defaultLockTimeout
+	}
+	if o.IndexLockTimeout <= 0 {
+		o.IndexLockTimeout = defaultIndexLockTimeout
 	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = defaultMaxAttempts

@@ -15,7 +15,14 @@ import (
 // returns how many attempts it made.
 func (m *Migrator) runStep(ctx context.Context, conn *pgx.Conn, direction string, step Step) (int, error) {
 	log := m.log.With("version", step.Version, "name", step.Name, "direction", direction)
-	log.Info("sqlmigrations: running step", "no_transaction", step.NoTx)
+	timeout := m.opts.LockTimeout
+	if step.NoTx {
+		timeout = m.opts.IndexLockTimeout
+	}
+	log.Info("sqlmigrations: running step", "no_transaction", step.NoTx, "lock_timeout", timeout)
+	if err := setLockTimeout(ctx, conn, timeout); err != nil {
+		return 0, err
+	}
 	start := time.Now()
 	for attempt := 1; ; attempt++ {
 		var err error
@@ -33,11 +40,11 @@ func (m *Migrator) runStep(ctx context.Context, conn *pgx.Conn, direction string
 		}
 		if attempt >= m.opts.MaxAttempts {
 			return attempt, fmt.Errorf("gave up after %d attempts, each waiting %s for its locks (a long transaction holds a conflicting lock; see pg_locks): %w",
-				attempt, m.opts.LockTimeout, err)
+				attempt, timeout, err)
 		}
 		wait := backoff(attempt)
 		log.Warn("sqlmigrations: lock not available, retrying step", "attempt", attempt, "max_attempts", m.opts.MaxAttempts,
-			"lock_timeout", m.opts.LockTimeout, "backoff", wait.Round(time.Millisecond), "err", err)
+			"lock_timeout", timeout, "backoff", wait.Round(time.Millisecond), "err", err)
 		select {
 		case <-ctx.Done():
 			return attempt, fmt.Errorf("waiting to retry after a lock timeout: %w", errors.Join(ctx.Err(), err))

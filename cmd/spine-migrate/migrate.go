@@ -13,15 +13,17 @@ import (
 
 // migrateFlags are the options shared by migrate up and down.
 type migrateFlags struct {
-	target      int
-	lockTimeout time.Duration
-	maxAttempts int
-	lockWait    time.Duration
+	target           int
+	lockTimeout      time.Duration
+	indexLockTimeout time.Duration
+	maxAttempts      int
+	lockWait         time.Duration
 }
 
 func (f *migrateFlags) register(cmd *cobra.Command, targetHelp string) {
 	cmd.Flags().IntVar(&f.target, "target-version", 0, targetHelp)
 	cmd.Flags().DurationVar(&f.lockTimeout, "lock-timeout", 2*time.Second, "give up a lock wait after this long and retry, instead of queueing behind a long transaction")
+	cmd.Flags().DurationVar(&f.indexLockTimeout, "index-lock-timeout", 5*time.Minute, "lock wait for CREATE/DROP INDEX CONCURRENTLY steps, which wait for older transactions without blocking the application")
 	cmd.Flags().IntVar(&f.maxAttempts, "max-attempts", 10, "attempts per step before giving up on lock timeouts")
 	cmd.Flags().DurationVar(&f.lockWait, "lock-wait", time.Minute, "how long to wait for another spine-migrate holding the migration lock")
 }
@@ -32,7 +34,8 @@ func (a *app) migrator(cmd *cobra.Command, f migrateFlags) (*sqlmigrations.Migra
 		return nil, nil, err
 	}
 	m := sqlmigrations.New(pool, sqlmigrations.Options{
-		LockTimeout: f.lockTimeout, MaxAttempts: f.maxAttempts, LockWait: f.lockWait, Logger: a.log,
+		LockTimeout: f.lockTimeout, IndexLockTimeout: f.indexLockTimeout, MaxAttempts: f.maxAttempts,
+		LockWait: f.lockWait, Logger: a.log,
 	})
 	return m, pool.Close, nil
 }
