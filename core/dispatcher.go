@@ -395,6 +395,21 @@ func (d *Dispatcher) Cancel(ctx context.Context, runID string) (RunRecord, error
 	})
 }
 
+// MarkCancelled records that the executor ended an active run itself, for
+// reason (a Celery REVOKED result, an expired task). Unlike Cancel it does
+// not ask the executor to stop anything.
+func (d *Dispatcher) MarkCancelled(ctx context.Context, runID string, reason string) (RunRecord, error) {
+	run, err := d.ledger.GetRun(ctx, runID)
+	if err != nil {
+		return run, err
+	}
+	return d.transition(ctx, runID, run.Status, StatusCancelled, func(from RunStatus) RunUpdate {
+		now := d.now()
+		return RunUpdate{RunID: runID, From: from, To: StatusCancelled, CompletedAt: &now,
+			Events: []RunEvent{d.event(runID, EventCancelled, map[string]any{"previous_status": string(from), "reason": reason, "by": "executor"})}}
+	})
+}
+
 // transition applies the update build(from) by compare-and-set, starting
 // from the status the caller believes the run has and following the actual
 // status when another writer got there first, as long as the state machine

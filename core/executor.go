@@ -39,6 +39,9 @@ type WorkerCallbacks interface {
 	Heartbeat(ctx context.Context, runID string) error
 	MarkCompleted(ctx context.Context, runID string, result any) (RunRecord, error)
 	MarkFailed(ctx context.Context, runID string, cause error) (RunRecord, error)
+	// MarkCancelled records that the executor ended the run itself (a
+	// Celery task revoked, or refused because it expired).
+	MarkCancelled(ctx context.Context, runID string, reason string) (RunRecord, error)
 }
 
 // CallbackBinder is implemented by executors that report through

@@ -485,6 +485,36 @@ func RunDispatcher(t *testing.T, newLedger NewLedger) {
 		}
 	})
 
+	t.Run("ExecutorCancelsARunItself", func(t *testing.T) {
+		t.Parallel()
+		fe := &fakeExecutor{}
+		l := newLedger(t)
+		d := core.NewDispatcher(l, fe, core.DispatcherOptions{})
+		t.Cleanup(func() { _ = d.Close() })
+		run, err := d.SubmitTask(ctx(t), "remote", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.MarkStarted(ctx(t), run.RunID); err != nil {
+			t.Fatal(err)
+		}
+		got, err := d.MarkCancelled(ctx(t), run.RunID, "revoked: expired")
+		if err != nil || got.Status != core.StatusCancelled || got.CompletedAt == nil {
+			t.Fatalf("MarkCancelled: %+v, %v", got, err)
+		}
+		if len(fe.cancels()) != 0 {
+			t.Error("MarkCancelled asked the executor to cancel: it is the executor reporting")
+		}
+		evs, _ := l.Events(ctx(t), run.RunID)
+		last := evs[len(evs)-1]
+		if last.Type != core.EventCancelled || last.Data["reason"] != "revoked: expired" || last.Data["previous_status"] != "running" {
+			t.Errorf("cancelled event %+v", last)
+		}
+		if _, err := d.MarkCancelled(ctx(t), run.RunID, "again"); !errors.Is(err, core.ErrIllegalTransition) {
+			t.Errorf("cancelling a cancelled run: %v", err)
+		}
+	})
+
 	t.Run("WorkerCallbacksFollowTheStateMachine", func(t *testing.T) {
 		t.Parallel()
 		fe := &fakeExecutor{}
