@@ -2,7 +2,6 @@ package celerybridge
 
 import (
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,31 +10,11 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/spinecore/spine-go/internal/celerytest"
 	"github.com/spinecore/spine-go/internal/testsvc"
 )
 
 func TestMain(m *testing.M) { testsvc.Main(m) }
-
-// celeryPython returns an interpreter with Celery 5.2.6 and redis-py (set
-// CELERY_PYTHON, or Debian's /usr/bin/python3 with python3-celery and
-// python3-redis). Without one the test fails under CI=true (scripts/
-// ensure-deps.sh installs them) and is skipped elsewhere.
-func celeryPython(t *testing.T) string {
-	t.Helper()
-	py := os.Getenv("CELERY_PYTHON")
-	if py == "" {
-		py = "/usr/bin/python3"
-	}
-	check := exec.Command(py, "-c", "import celery, redis; assert celery.__version__ == '5.2.6', celery.__version__")
-	if out, err := check.CombinedOutput(); err != nil {
-		msg := fmt.Sprintf("no Python with Celery 5.2.6 and redis-py (%v): %s; apt-get install python3-celery python3-redis", err, out)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	return py
-}
 
 // Messages this package writes are run by a real Celery 5.2.6 worker, which
 // hands the task exactly the arguments we encoded.
@@ -43,7 +22,7 @@ func TestRealWorkerRunsOurMessages(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts redis-server and a Celery worker")
 	}
-	py := celeryPython(t)
+	py := celerytest.Python(t)
 	now := time.Now()
 	type sent struct {
 		key, raw string
