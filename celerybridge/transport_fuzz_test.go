@@ -1,0 +1,143 @@
+package celerybridge
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/spinecore/spine-go/internal/testsvc"
+)
+
+func addTransportSeeds(f *testing.F) {
+	for _, c := range trClaimRuleCases(f) {
+		f.Add(c.raw)
+	}
+	for _, fx := range loadFixtures(f) {
+		f.Add(fx.raw)
+	}
+}
+
+// FuzzUnackedRecord: the record parser never panics, and what it reads
+// written back as claim.lua writes it reads the same.
+func FuzzUnackedRecord(f *testing.F) {
+	f.Add([]byte(`[{"a": 1}, "", "celery"]`))
+	f.Add([]byte(`[ {} , null , "q\u00e9" ]`))
+	f.Add([]byte(`[{}, "x", "rk", 1]`))
+	for _, c := range trClaimRuleCases(f) {
+		f.Add(kombuUnackedRecord(c.raw, "", "q"))
+	}
+	f.Fuzz(func(t *testing.T, rec []byte) {
+		env, ex, rk, err := parseUnackedRecord(rec)
+		if err != nil {
+			if !errors.Is(err, ErrMalformedJSON) {
+				t.Fatalf("error outside ErrMalformedJSON: %v", err)
+			}
+			return
+		}
+		if validJSON(env) != nil {
+			t.Fatalf("envelope %q is not one JSON value", env)
+		}
+		env2, ex2, rk2, err := parseUnackedRecord(kombuUnackedRecord(env, ex, rk))
+		if err != nil || !bytes.Equal(env, env2) || ex != ex2 || rk != rk2 {
+			t.Fatalf("rewritten record reads %q %q %q, %v; was %q %q %q", env2, ex2, rk2, err, env, ex, rk)
+		}
+	})
+}
+
+// FuzzDeadLetterRecord: the dead-letter parser never panics, and a record
+// it reads round-trips through appendDeadLetter.
+func FuzzDeadLetterRecord(f *testing.F) {
+	f.Add([]byte(`{"reason": "malformed_json", "queue": "q", "raw": "{", "at": 1700000000.000001}`))
+	f.Add([]byte(`{"reason": "x", "queue": "q", "raw": "gAQ=", "encoding": "base64", "at": 1.5e9}`))
+	f.Add([]byte(`{"raw": "", "extra": [1, {"a": null}]}`))
+	f.Fuzz(func(t *testing.T, rec []byte) {
+		d, err := parseDeadLetter(rec)
+		if err != nil {
+			return
+		}
+		d.At = d.At.Truncate(time.Microsecond)
+		again, err := parseDeadLetter(appendDeadLetter(nil, d))
+		if err != nil || again.Reason != d.Reason || again.Queue != d.Queue || !bytes.Equal(again.Raw, d.Raw) || !again.At.Equal(d.At) {
+			t.Fatalf("round trip of %+v: %+v, %v", d, again, err)
+		}
+	})
+}
+
+// FuzzRestoredEnvelope: what kombu's restore would write is valid JSON in
+// Python's layout, keeps the claim facts (plus the redelivered mark), and
+// restoring twice writes the same bytes.
+func FuzzRestoredEnvelope(f *testing.F) {
+	addTransportSeeds(f)
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		out, _, err := restoredEnvelope(raw)
+		if err != nil {
+			return
+		}
+		if validJSON(out) != nil || !trPythonLayout(out) {
+			t.Fatalf("restored envelope not in Python's layout: %q", out)
+		}
+		again, _, err := restoredEnvelope(out)
+		if err != nil || !bytes.Equal(again, out) {
+			t.Fatalf("restoring twice differs:\n%q\n%q (%v)", out, again, err)
+		}
+		before, fault := claimCheck(raw)
+		after, fault2 := claimCheck(out)
+		if fault == "" && fault2 == "" {
+			before.redelivered, after.redelivered = false, false
+			if before != after {
+				t.Fatalf("facts changed: %+v -> %+v", before, after)
+			}
+		}
+	})
+}
+
+// FuzzClaimRule holds claim.lua to claimCheck: the same messages claimed,
+// with the same tag and record, the rest dead-lettered for the same reason
+// and with the same bytes. It runs against real Redis.
+func FuzzClaimRule(f *testing.F) {
+	addTransportSeeds(f)
+	url := testsvc.NewRedisDB(f)
+	rdb := redis.NewClient(trMust(ParseBrokerURL(url)))
+	f.Cleanup(func() { rdb.Close() })
+	tr := NewTransport(rdb, TransportOptions{})
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		ctx := t.Context()
+		if err := rdb.FlushDB(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := rdb.LPush(ctx, "q", raw).Err(); err != nil {
+			t.Fatal(err)
+		}
+		facts, fault := claimCheck(raw)
+		d, err := tr.Claim(ctx, []string{"q"}, 0)
+		if fault == "" {
+			if err != nil {
+				t.Fatalf("claim.lua refuses what claimCheck accepts (%v): %q", err, raw)
+			}
+			if d.Tag != facts.tag || d.Exchange != facts.exchange || d.RoutingKey != facts.routingKey || !bytes.Equal(d.Raw, raw) {
+				t.Fatalf("delivery %+v, facts %+v", d, facts)
+			}
+			rec := trMust(rdb.HGet(ctx, "unacked", d.Tag).Result())
+			env, ex, rk, err := parseUnackedRecord([]byte(rec))
+			if err != nil || !bytes.Equal(env, bytes.Trim(raw, " \t\r\n")) || ex != facts.exchange || rk != facts.routingKey {
+				t.Fatalf("record %q: %v", rec, err)
+			}
+			return
+		}
+		var dl *DeadLetter
+		if !errors.As(err, &dl) {
+			t.Fatalf("claim.lua accepts what claimCheck refuses (%s): %q", fault, raw)
+		}
+		same := dl.Reason == fault || (dl.Reason == faultMalformed || dl.Reason == faultTooDeep) && (fault == faultMalformed || fault == faultTooDeep)
+		if !same || !bytes.Equal(dl.Raw, raw) {
+			t.Fatalf("dead letter %q, claimCheck %q, raw kept %v", dl.Reason, fault, bytes.Equal(dl.Raw, raw))
+		}
+		stored := trMust(tr.DeadLetters(ctx, 0))
+		if len(stored) != 1 || !bytes.Equal(stored[0].Raw, raw) || stored[0].Reason != dl.Reason {
+			t.Fatalf("dead-letter list %+v", stored)
+		}
+	})
+}

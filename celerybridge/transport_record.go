@@ -1,0 +1,541 @@
+package celerybridge
+
+import (
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math"
+	"math/big"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// This file holds what the transport reads and writes inside Redis values:
+// the claim rule (kept in step with claim.lua), kombu's unacked record, the
+// envelope kombu's restore writes back, and the dead-letter record.
+
+// Reasons claim.lua gives for dead-lettering a message, in its records.
+const (
+	faultMalformed    = "malformed_json"
+	faultTooDeep      = "too_deep"
+	faultNotObject    = "not_an_object"
+	faultHeaders      = "headers_not_object"
+	faultProperties   = "missing_properties"
+	faultDeliveryTag  = "missing_delivery_tag"
+	faultDeliveryInfo = "missing_delivery_info"
+	// Reasons the Go side adds when a restore cannot proceed.
+	faultUnroutable = "unroutable"
+	faultBadRecord  = "bad_unacked_record"
+)
+
+// maxClaimDepth is claim.lua's MAX_DEPTH.
+const maxClaimDepth = 512
+
+// claimFaultError maps a dead-letter reason to the package error a caller tests
+// for, or nil for a reason given by a caller.
+func claimFaultError(reason string) error {
+	switch reason {
+	case faultMalformed, faultTooDeep, faultBadRecord:
+		return ErrMalformedJSON
+	case faultNotObject, faultProperties:
+		return ErrMissingProperties
+	case faultHeaders:
+		return ErrHeadersNotObject
+	case faultDeliveryTag:
+		return ErrMissingDeliveryTag
+	case faultDeliveryInfo:
+		return ErrMissingDeliveryInfo
+	case faultUnroutable:
+		return ErrUnroutable
+	}
+	return nil
+}
+
+// claimFacts is what the transport reads from an envelope it can claim.
+type claimFacts struct {
+	tag, exchange, routingKey string
+	priority                  int // kombu's _get_message_priority
+	redelivered               bool
+}
+
+// claimCheck applies claim.lua's rule in Go: the facts of a claimable
+// envelope, or the reason it would be dead-lettered. Publish refuses what
+// Claim would dead-letter, and the tests hold the script to this function.
+func claimCheck(raw []byte) (claimFacts, string) {
+	var f claimFacts
+	if nestedDeeperThan(raw, maxClaimDepth) {
+		return f, faultTooDeep
+	}
+	root, err := parseNode(raw, false)
+	if err != nil {
+		return f, faultMalformed
+	}
+	return nodeFacts(&root)
+}
+
+func nodeFacts(root *node) (claimFacts, string) {
+	var f claimFacts
+	if root.kind != nObject {
+		return f, faultNotObject
+	}
+	headers, hasHeaders := root.lookup("headers")
+	if hasHeaders && headers.kind != nObject {
+		return f, faultHeaders
+	}
+	props, ok := root.lookup("properties")
+	if !ok || props.kind != nObject {
+		return f, faultProperties
+	}
+	tag, ok := props.lookup("delivery_tag")
+	if !ok || tag.kind != nString || tag.text == "" || hasLoneSurrogate(tag.text) {
+		return f, faultDeliveryTag
+	}
+	info, ok := props.lookup("delivery_info")
+	if !ok || info.kind != nObject {
+		return f, faultDeliveryInfo
+	}
+	ex, okEx := info.lookup("exchange")
+	rk, okRk := info.lookup("routing_key")
+	if !okEx || !okRk || ex.kind != nString || rk.kind != nString || ex.text == "" && rk.text == "" {
+		return f, faultDeliveryInfo
+	}
+	f.tag, f.exchange, f.routingKey = tag.text, ex.text, rk.text
+	if p, ok := props.lookup("priority"); ok {
+		f.priority = kombuPriority(p)
+	}
+	if hasHeaders {
+		if r, ok := headers.lookup("redelivered"); ok && r.kind == nTrue {
+			f.redelivered = true
+		}
+	}
+	if r, ok := info.lookup("redelivered"); ok && r.kind == nTrue {
+		f.redelivered = true
+	}
+	return f, ""
+}
+
+// hasLoneSurrogate reports a lone surrogate, which unescape keeps in WTF-8 and
+// which only a \u escape can produce in validated input. redis-py cannot
+// encode such a tag, so no Python consumer could ack it.
+func hasLoneSurrogate(s string) bool {
+	for i := 0; i+1 < len(s); i++ {
+		if s[i] == 0xED && s[i+1] >= 0xA0 && s[i+1] <= 0xBF {
+			return true
+		}
+	}
+	return false
+}
+
+// nestedDeeperThan reports whether arrays and objects nest deeper than limit.
+func nestedDeeperThan(b []byte, limit int) bool {
+	depth := 0
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '"':
+			for i++; i < len(b) && b[i] != '"'; i++ {
+				if b[i] == '\\' {
+					i++
+				}
+			}
+		case '[', '{':
+			if depth++; depth > limit {
+				return true
+			}
+		case ']', '}':
+			depth--
+		}
+	}
+	return false
+}
+
+// kombuPriority is kombu's _get_message_priority: int(properties['priority'])
+// clamped to 0..9, and 0 when int() raises. Python's int() truncates floats
+// and parses strings; infinities, where Python raises OverflowError, clamp.
+func kombuPriority(n *node) int {
+	clamp := func(v float64) int { return int(math.Max(0, math.Min(9, v))) }
+	switch n.kind {
+	case nTrue:
+		return 1
+	case nNumber:
+		if !strings.ContainsAny(n.text, ".eEIN") {
+			v, ok := new(big.Int).SetString(n.text, 10)
+			if !ok {
+				return 0
+			}
+			return clamp(bigWithin10(v))
+		}
+		f, _ := strconv.ParseFloat(n.text, 64)
+		if math.IsNaN(f) {
+			return 0
+		}
+		return clamp(math.Trunc(f))
+	case nString:
+		s := strings.TrimSpace(n.text)
+		if s == "" || strings.HasPrefix(s, "_") || strings.HasSuffix(s, "_") || strings.Contains(s, "__") {
+			return 0
+		}
+		v, ok := new(big.Int).SetString(strings.ReplaceAll(s, "_", ""), 10)
+		if !ok {
+			return 0
+		}
+		return clamp(bigWithin10(v))
+	}
+	return 0
+}
+
+// bigWithin10 is v limited to -10..10, which is all clamping needs.
+func bigWithin10(v *big.Int) float64 {
+	switch {
+	case v.Cmp(big.NewInt(10)) > 0:
+		return 10
+	case v.Cmp(big.NewInt(-10)) < 0:
+		return -10
+	}
+	return float64(v.Int64())
+}
+
+// loadsDict gives every object in n what Python's json.loads leaves in a dict:
+// one member per key, at the place of its first occurrence, with the value
+// of its last.
+func loadsDict(n *node) {
+	for i := range n.items {
+		loadsDict(&n.items[i])
+	}
+	if n.kind != nObject || n.distinctKeys() == len(n.keys) {
+		return
+	}
+	at := make(map[string]int, len(n.keys))
+	var keys []string
+	var items []node
+	for i, k := range n.keys {
+		if j, ok := at[k]; ok {
+			items[j] = n.items[i]
+			continue
+		}
+		at[k] = len(keys)
+		keys = append(keys, k)
+		items = append(items, n.items[i])
+	}
+	n.keys, n.items = keys, items
+}
+
+// setPyMember is Python's d[key] = v on a loadsDict-ed object.
+func setPyMember(n *node, key string, v node) {
+	for i, k := range n.keys {
+		if k == key {
+			n.items[i] = v
+			return
+		}
+	}
+	n.keys = append(n.keys, key)
+	n.items = append(n.items, v)
+}
+
+// appendDumps writes a loadsDict-ed value as kombu's dumps (json.dumps) writes the
+// Python value json.loads made of it: Python's layout and ensure_ascii, and
+// numbers as Python holds them (integers exact, floats in repr form, out of
+// range floats as Infinity).
+func appendDumps(dst []byte, n *node) []byte {
+	switch n.kind {
+	case nNumber:
+		if !strings.ContainsAny(n.text, ".eEIN") {
+			if n.text == "-0" {
+				return append(dst, '0')
+			}
+			return append(dst, n.text...)
+		}
+		f, _ := strconv.ParseFloat(n.text, 64) // out of range: ±Inf, as float()
+		return appendFloat(dst, f)
+	case nList:
+		dst = append(dst, '[')
+		for i := range n.items {
+			if i > 0 {
+				dst = append(dst, ',', ' ')
+			}
+			dst = appendDumps(dst, &n.items[i])
+		}
+		return append(dst, ']')
+	case nObject:
+		o := openObject(dst)
+		for i, k := range n.keys {
+			o.key(k)
+			o.buf = appendDumps(o.buf, &n.items[i])
+		}
+		return o.close()
+	}
+	return appendNode(dst, n)
+}
+
+// addressedEnvelope returns the envelope with properties.delivery_info naming
+// exchange and routingKey, as kombu's _inplace_augment_message sets them
+// before every publish, and its facts. An envelope that already names them
+// comes back unchanged; otherwise it is rewritten as kombu's dumps would.
+func addressedEnvelope(envelope []byte, exchange, routingKey string) ([]byte, claimFacts, error) {
+	facts, fault := claimCheck(envelope)
+	if fault == "" && facts.exchange == exchange && facts.routingKey == routingKey {
+		return envelope, facts, nil
+	}
+	if fault != "" && fault != faultDeliveryInfo {
+		return nil, facts, fmt.Errorf("%s: %w", fault, claimFaultError(fault))
+	}
+	root, err := parseNode(envelope, false)
+	if err != nil {
+		return nil, facts, err
+	}
+	loadsDict(&root)
+	props, _ := root.lookup("properties") // claimCheck saw an object
+	info, ok := props.lookup("delivery_info")
+	if !ok {
+		setPyMember(props, "delivery_info", node{kind: nObject})
+		info, _ = props.lookup("delivery_info")
+	} else if info.kind != nObject {
+		return nil, facts, fmt.Errorf("delivery_info is not an object: %w", ErrMissingDeliveryInfo)
+	}
+	setPyMember(info, "exchange", node{kind: nString, text: exchange})
+	setPyMember(info, "routing_key", node{kind: nString, text: routingKey})
+	out := appendDumps(nil, &root)
+	if facts, fault = claimCheck(out); fault != "" {
+		return nil, facts, fmt.Errorf("%s: %w", fault, claimFaultError(fault))
+	}
+	return out, facts, nil
+}
+
+// restoredEnvelope returns what kombu's _do_restore_message pushes for env:
+// headers['redelivered'] and then properties['delivery_info']['redelivered']
+// set to True, each skipped with the rest on a KeyError, and the whole
+// re-dumped. Where kombu hits a TypeError and drops the message (headers or
+// properties of the wrong type), it returns an error: the caller
+// dead-letters instead.
+func restoredEnvelope(env []byte) ([]byte, *node, error) {
+	root, err := parseNode(env, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	if root.kind != nObject {
+		return nil, nil, fmt.Errorf("envelope is not an object: %w", ErrMalformedJSON)
+	}
+	loadsDict(&root)
+	if headers, ok := root.lookup("headers"); ok {
+		if headers.kind != nObject {
+			return nil, nil, ErrHeadersNotObject
+		}
+		setPyMember(headers, "redelivered", node{kind: nTrue})
+		if props, ok := root.lookup("properties"); ok {
+			if props.kind != nObject {
+				return nil, nil, ErrMissingProperties
+			}
+			if info, ok := props.lookup("delivery_info"); ok {
+				if info.kind != nObject {
+					return nil, nil, ErrMissingDeliveryInfo
+				}
+				setPyMember(info, "redelivered", node{kind: nTrue})
+			}
+		}
+	}
+	return appendDumps(nil, &root), &root, nil
+}
+
+// kombuEnvelopePriority is kombu's _get_message_priority of a parsed envelope.
+func kombuEnvelopePriority(root *node) int {
+	if props, ok := root.lookup("properties"); ok && props.kind == nObject {
+		if p, ok := props.lookup("priority"); ok {
+			return kombuPriority(p)
+		}
+	}
+	return 0
+}
+
+// kombuUnackedRecord writes kombu's unacked record for an envelope as
+// claim.lua does: the envelope verbatim, then exchange and routing key.
+func kombuUnackedRecord(env []byte, exchange, routingKey string) []byte {
+	out := append([]byte{'['}, env...)
+	out = append(out, ',', ' ')
+	out = appendString(out, exchange)
+	out = append(out, ',', ' ')
+	out = appendString(out, routingKey)
+	return append(out, ']')
+}
+
+// parseUnackedRecord reads kombu's unacked record, a JSON array of the
+// envelope, the exchange and the routing key. The envelope comes back as the
+// bytes in the record; a null exchange or routing key (kombu writes None
+// when delivery_info held it) reads as "".
+func parseUnackedRecord(rec []byte) (env []byte, exchange, routingKey string, err error) {
+	s := scanner{data: rec}
+	if err = s.enter('['); err != nil {
+		return nil, "", "", fmt.Errorf("unacked record: %w", err)
+	}
+	n := 0
+	for i, dst := range []*string{nil, &exchange, &routingKey} {
+		ok, err := s.more(']', &n)
+		if err != nil {
+			return nil, "", "", fmt.Errorf("unacked record: %w", err)
+		}
+		if !ok {
+			return nil, "", "", fmt.Errorf("unacked record has %d elements, not 3: %w", i, ErrMalformedJSON)
+		}
+		if dst == nil {
+			if env, err = s.skip(); err != nil {
+				return nil, "", "", fmt.Errorf("unacked record: %w", err)
+			}
+			continue
+		}
+		c := s.peek()
+		if c != '"' && c != 'n' {
+			return nil, "", "", fmt.Errorf("unacked record: element %d is not a string: %w", i, ErrMalformedJSON)
+		}
+		if *dst, _, err = s.str(); err != nil {
+			return nil, "", "", fmt.Errorf("unacked record: %w", err)
+		}
+	}
+	if ok, err := s.more(']', &n); err != nil || ok {
+		return nil, "", "", fmt.Errorf("unacked record has more than 3 elements: %w", ErrMalformedJSON)
+	}
+	if err := s.end(); err != nil {
+		return nil, "", "", fmt.Errorf("unacked record: %w", err)
+	}
+	return env, exchange, routingKey, nil
+}
+
+// DeadLetter is a message the transport moved to the dead-letter list. Claim
+// returns one as its error when the message it took breaks the claim rule.
+type DeadLetter struct {
+	// Reason is a claim rule broken ("malformed_json", "too_deep",
+	// "not_an_object", "headers_not_object", "missing_properties",
+	// "missing_delivery_tag", "missing_delivery_info"), "unroutable" or
+	// "bad_unacked_record" for a restore with nowhere to go, or the
+	// caller's reason given to Transport.DeadLetter.
+	Reason string
+	Queue  string // where it was taken from; "" when unknown
+	Raw    []byte // the message exactly as it was in Redis
+	At     time.Time
+}
+
+func (d *DeadLetter) Error() string {
+	return fmt.Sprintf("celerybridge: message from queue %q dead-lettered: %s", d.Queue, d.Reason)
+}
+
+// Unwrap gives ErrDeadLettered and, for the transport's own reasons, the
+// package error for the rule (ErrMalformedJSON, ErrMissingDeliveryTag, ...).
+func (d *DeadLetter) Unwrap() []error {
+	if e := claimFaultError(d.Reason); e != nil {
+		return []error{ErrDeadLettered, e}
+	}
+	return []error{ErrDeadLettered}
+}
+
+// appendDeadLetter writes the dead-letter record claim.lua writes:
+// {"reason", "queue", "raw", "at"}, raw as a JSON string when it is UTF-8
+// and as base64 with "encoding": "base64" otherwise, at in float seconds.
+func appendDeadLetter(dst []byte, d *DeadLetter) []byte {
+	o := openObject(dst)
+	o.str("reason", d.Reason)
+	o.str("queue", d.Queue)
+	if utf8.Valid(d.Raw) {
+		o.str("raw", string(d.Raw))
+	} else {
+		o.str("raw", base64.StdEncoding.EncodeToString(d.Raw))
+		o.str("encoding", "base64")
+	}
+	o.raw("at", []byte(formatUnackedScore(d.At)))
+	return o.close()
+}
+
+// parseDeadLetter reads a dead-letter record.
+func parseDeadLetter(rec []byte) (*DeadLetter, error) {
+	var d DeadLetter
+	var raw, encoding, at string
+	s := scanner{data: rec}
+	err := s.members("dead letter", func(key []byte) error {
+		var dst *string
+		switch string(key) {
+		case "reason":
+			dst = &d.Reason
+		case "queue":
+			dst = &d.Queue
+		case "raw":
+			dst = &raw
+		case "encoding":
+			dst = &encoding
+		case "at":
+			text, err := s.number()
+			at = string(text)
+			return err
+		default:
+			_, err := s.skip()
+			return err
+		}
+		if s.peek() != '"' {
+			return fmt.Errorf("dead letter: %s is not a string: %w", key, ErrMalformedJSON)
+		}
+		v, _, err := s.str()
+		*dst = v
+		return err
+	})
+	if err == nil {
+		err = s.end()
+	}
+	if err != nil {
+		return nil, err
+	}
+	switch encoding {
+	case "":
+		d.Raw = []byte(raw)
+	case "base64":
+		if d.Raw, err = base64.StdEncoding.DecodeString(raw); err != nil {
+			return nil, fmt.Errorf("dead letter: raw: %w", ErrBadBase64)
+		}
+	default:
+		return nil, fmt.Errorf("dead letter: encoding %q: %w", encoding, ErrUnknownBodyEncoding)
+	}
+	if at != "" {
+		if d.At, err = parseUnackedScore(at); err != nil {
+			return nil, err
+		}
+	}
+	return &d, nil
+}
+
+// formatUnackedScore writes t as claim.lua writes Redis TIME: seconds, a point and
+// six digits of microseconds (kombu's time.time() as redis-py sends it has
+// the same meaning).
+func formatUnackedScore(t time.Time) string {
+	us := t.UnixMicro()
+	return fmt.Sprintf("%d.%06d", us/1e6, us%1e6)
+}
+
+// parseUnackedScore reads a score or timestamp in float seconds exactly, without
+// the rounding of a float64 for the digits claim.lua writes.
+func parseUnackedScore(s string) (time.Time, error) {
+	sec, frac, hasFrac := strings.Cut(s, ".")
+	if strings.ContainsAny(s, "eEnN") || sec == "" {
+		f, err := strconv.ParseFloat(s, 64)
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+			return time.Time{}, fmt.Errorf("timestamp %q: %w", s, ErrMalformedJSON)
+		}
+		return time.Unix(0, int64(f*1e9)), nil
+	}
+	whole, err := strconv.ParseInt(sec, 10, 64)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("timestamp %q: %w", s, ErrMalformedJSON)
+	}
+	var ns int64
+	if hasFrac {
+		digits := (frac + "000000000")[:9]
+		if ns, err = strconv.ParseInt(digits, 10, 64); err != nil || !allDigits(frac) {
+			return time.Time{}, fmt.Errorf("timestamp %q: %w", s, ErrMalformedJSON)
+		}
+	}
+	if whole < 0 || strings.HasPrefix(sec, "-") {
+		ns = -ns
+	}
+	return time.Unix(whole, ns), nil
+}
+
+func allDigits(s string) bool {
+	return s != "" && strings.Trim(s, "0123456789") == ""
+}
+
+var errEmptyQueues = errors.New("celerybridge: claim needs at least one queue")
