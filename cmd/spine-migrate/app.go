@@ -67,7 +67,7 @@ Passwords are never printed.`,
 	f.StringVar(&a.redisURL, "redis-url", "", "Redis broker URL (default: $CELERY_BROKER_URL, then $REDIS_URL)")
 	f.StringVarP(&a.output, "output", "o", "text", "output format: text or json")
 	f.StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	root.AddCommand(a.versionCmd(), a.migrateCmd(), a.statusCmd(), a.phase1Cmd(), a.phase2Cmd(), a.phase3Cmd())
+	root.AddCommand(a.versionCmd(), a.migrateCmd(), a.statusCmd(), a.celeryCmd(), a.phase1Cmd(), a.phase2Cmd(), a.phase3Cmd())
 	return root
 }
 
