@@ -18,6 +18,20 @@
 //   - ParseTime reads every date format any version writes; FormatTime writes
 //     the one they all read alike.
 //
+// On top of the codec, the Redis side, each interoperating with Python
+// producers, consumers and workers:
+//
+//   - Transport is kombu's Redis transport: publish to the priority lists
+//     and bindings, claim in kombu's consume order with one Lua script that
+//     moves a message into kombu's unacked records (no crash instant loses
+//     it), ack, reject, and visibility-timeout restore under unacked_mutex.
+//   - ResultBackend reads and writes celery-task-meta-<id> as a worker does
+//     (write and PUBLISH together, a SUCCESS never overwritten) and waits
+//     for results as AsyncResult.get() does.
+//   - Executor is core's Executor on Celery: spine.execute.<kind> (or
+//     Capture-Spine's run_pipeline) tasks out, results back to the
+//     dispatcher, revokes as app.control.revoke broadcasts them.
+//
 // What the package must never do:
 //
 //   - Never decode a pickle body (nor yaml or msgpack): unpickling is code
@@ -31,5 +45,6 @@
 //     so a caller can dead-letter a message with the reason instead of
 //     feeding a worker a poison pill.
 //
-// The package does no I/O; queues, acks and results belong to the transport.
+// The codec does no I/O: only Transport, ResultBackend and Executor talk to
+// Redis.
 package celerybridge
