@@ -163,6 +163,55 @@ func TestExecutorWithARealCeleryWorker(t *testing.T) {
 		}
 	})
 
+	t.Run("ETAIsHonoured", func(t *testing.T) {
+		m, err := NewTaskMessage("spine.execute.task", []any{"on-time", map[string]any{}}, nil,
+			TaskOptions{Queue: "default", Countdown: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := m.Encode()
+		sent := time.Now()
+		if err := b.exec.transport.Publish(ctx, "", "default", raw); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		if res, err := b.results.Wait(wctx, m.Headers.ID, 0); err != nil || res.State != StateSuccess {
+			t.Fatalf("result %v, %v", res, err)
+		}
+		rec, err := b.rdb.HGet(ctx, "check:ran", m.Headers.ID).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ran struct{ At float64 }
+		_ = json.Unmarshal([]byte(rec), &ran)
+		at := time.UnixMicro(int64(ran.At * 1e6))
+		if early := sent.Add(2 * time.Second).Sub(at); early > 10*time.Millisecond {
+			t.Errorf("the task ran %s before its ETA", early)
+		}
+	})
+
+	t.Run("ExpiredTaskIsRevokedUnrun", func(t *testing.T) {
+		m, err := NewTaskMessage("spine.execute.task", []any{"too-late", map[string]any{}}, nil,
+			TaskOptions{Queue: "default", Expires: time.Now().Add(-time.Second)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, _ := m.Encode()
+		if err := b.exec.transport.Publish(ctx, "", "default", raw); err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		res, err := b.results.Wait(wctx, m.Headers.ID, 0)
+		if err != nil || res.State != StateRevoked {
+			t.Fatalf("an expired task: %v, %v; want REVOKED", res, err)
+		}
+		if ran, _ := b.rdb.HExists(ctx, "check:ran", m.Headers.ID).Result(); ran {
+			t.Error("the worker ran an expired task")
+		}
+	})
+
 	t.Run("FollowReportsARevokedTaskAsCancelled", func(t *testing.T) {
 		run, err := b.d.SubmitTask(ctx, "never-run", nil)
 		if err != nil {

@@ -25,7 +25,7 @@ client = redis.Redis.from_url(url)
 def record(task, payload):
     r = task.request
     client.hset('check:ran', r.id, json.dumps({
-        'task': task.name, 'payload': payload,
+        'task': task.name, 'payload': payload, 'at': time.time(),
         'routing_key': (r.delivery_info or {}).get('routing_key'),
         'priority': (r.delivery_info or {}).get('priority'),
     }))
