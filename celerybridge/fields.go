@@ -94,6 +94,18 @@ func (o *object) optIntPtr(k string, v *int, w wire, f uint) {
 	}
 }
 
+// optTimeLimit writes a [hard, soft] pair: set, or read as a non-null value
+// (even [null, null]), it is written; read as null, null; else omitted.
+func (o *object) optTimeLimit(k string, v TimeLimit, w wire, f uint) {
+	switch {
+	case v != TimeLimit{} || (w.has(f) && !w.isNull(f)):
+		o.key(k)
+		o.buf = appendTimeLimit(o.buf, v)
+	case w.has(f):
+		o.null(k)
+	}
+}
+
 // The read helpers: each reads one member value of the expected JSON type,
 // records it in w, and returns errNotType for any other type so the caller
 // can name the member in its error.

@@ -238,13 +238,7 @@ func appendHeaders(dst []byte, h *Headers) []byte {
 	o.optString("group", h.Group, h.wire, hGroup)
 	o.optIntPtr("group_index", h.GroupIndex, h.wire, hGroupIndex)
 	o.optInt("retries", h.Retries, h.wire, hRetries)
-	switch {
-	case h.TimeLimit != TimeLimit{} || (h.wire.has(hTimeLimit) && !h.wire.isNull(hTimeLimit)):
-		o.key("timelimit")
-		o.buf = appendTimeLimit(o.buf, h.TimeLimit)
-	case h.wire.has(hTimeLimit):
-		o.null("timelimit")
-	}
+	o.optTimeLimit("timelimit", h.TimeLimit, h.wire, hTimeLimit)
 	o.optString("root_id", h.RootID, h.wire, hRootID)
 	o.optString("parent_id", h.ParentID, h.wire, hParentID)
 	o.optString("argsrepr", h.ArgsRepr, h.wire, hArgsRepr)

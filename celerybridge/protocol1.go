@@ -188,13 +188,7 @@ func appendBodyV1(dst []byte, b *BodyV1) []byte {
 	o.optBool("utc", b.UTC, b.wire, bUTC)
 	o.optRaw("callbacks", b.Callbacks)
 	o.optRaw("errbacks", b.Errbacks)
-	switch {
-	case b.TimeLimit != TimeLimit{} || (b.wire.has(bTimeLimit) && !b.wire.isNull(bTimeLimit)):
-		o.key("timelimit")
-		o.buf = appendTimeLimit(o.buf, b.TimeLimit)
-	case b.wire.has(bTimeLimit):
-		o.null("timelimit")
-	}
+	o.optTimeLimit("timelimit", b.TimeLimit, b.wire, bTimeLimit)
 	o.optString("taskset", b.Taskset, b.wire, bTaskset)
 	o.optRaw("chord", b.Chord)
 	o.members(b.Extra)
