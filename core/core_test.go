@@ -199,3 +199,11 @@ func TestErrorType(t *testing.T) {
 		t.Error("IsPermanent")
 	}
 }
+func TestSecondsRoundsToTheNearestNanosecond(t *testing.T) {
+	t.Parallel()
+	for _, d := range []time.Duration{0, 1, 4350 * time.Millisecond, time.Hour + 1, 60 * time.Second, 1234567891} {
+		if got := core.Seconds(d.Seconds()); got != d {
+			t.Errorf("Seconds(%v) = %v, want %v", d.Seconds(), got, d)
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/google/uuid"
@@ -45,6 +46,11 @@ func (r RunRecord) Duration() (time.Duration, bool) {
 	}
 	return r.CompletedAt.Sub(*r.StartedAt), true
 }
+
+// Seconds converts a duration in float seconds (Python's and the
+// database's unit) to a Duration, rounding to the nearest nanosecond: a
+// plain conversion truncates, so 4.35 s would come back as 4.349999999 s.
+func Seconds(s float64) time.Duration { return time.Duration(math.Round(s * float64(time.Second))) }
 
 // NewRunID returns a fresh run id: a UUID v4 string, as Python makes them.
 func NewRunID() string { return uuid.NewString() }
@@ -188,7 +194,7 @@ func (r *RunRecord) UnmarshalJSON(data []byte) error {
 			Kind: in.Kind, Name: in.Name, Params: params, IdempotencyKey: deref(in.IdempotencyKey),
 			CorrelationID: deref(in.CorrelationID), Priority: in.Priority, Lane: in.Lane,
 			ParentRunID: deref(in.ParentRunID), TriggerSource: in.TriggerSource, Metadata: metadata,
-			MaxRetries: in.MaxRetries, RetryDelay: time.Duration(in.RetryDelaySeconds * float64(time.Second)),
+			MaxRetries: in.MaxRetries, RetryDelay: Seconds(in.RetryDelaySeconds),
 		},
 	}
 	if len(in.Result) > 0 && !bytes.Equal(in.Result, []byte("null")) {

@@ -151,7 +151,7 @@ func fromRow(r row) (core.RunRecord, error) {
 			Kind: core.Kind(r.kind), Name: r.name, Params: params, IdempotencyKey: deref(r.idempotencyKey),
 			CorrelationID: deref(r.correlationID), Priority: core.Priority(r.priority), Lane: r.lane,
 			ParentRunID: deref(r.parentRunID), TriggerSource: r.triggerSource, Metadata: meta,
-			MaxRetries: int(r.maxRetries), RetryDelay: time.Duration(r.retryDelaySeconds * float64(time.Second)),
+			MaxRetries: int(r.maxRetries), RetryDelay: core.Seconds(r.retryDelaySeconds),
 		},
 		Status: core.RunStatus(r.status), CreatedAt: core.Timestamp(r.createdAt),
 		Error: deref(r.errorText), ErrorType: deref(r.errorType), ExternalRef: deref(r.backendTaskID),
