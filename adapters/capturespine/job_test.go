@@ -1,0 +1,338 @@
+package capturespine_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/spinecore/spine-go/adapters/capturespine"
+	"github.com/spinecore/spine-go/core"
+	"github.com/spinecore/spine-go/internal/seed"
+	"github.com/spinecore/spine-go/internal/testsvc"
+	"github.com/spinecore/spine-go/sqlmigrations"
+)
+
+func TestDefaultJobMappingCoversTheTrackersVocabulary(t *testing.T) {
+	t.Parallel()
+	m := capturespine.DefaultJobMapping()
+	want := map[string]core.RunStatus{
+		"pending": "pending", "queued": "queued", "started": "running", "running": "running",
+		"retry": "queued", "success": "completed", "failure": "failed", "error": "failed",
+		"cancelled": "cancelled", "revoked": "cancelled",
+	}
+	for _, legacy := range seed.JobStatuses {
+		got, err := m.Status(legacy)
+		if err != nil || got != want[legacy] {
+			t.Errorf("Status(%q) = %q, %v; want %q", legacy, got, err, want[legacy])
+		}
+	}
+	for _, jobType := range seed.JobTypes {
+		if _, err := m.Pipeline(jobType); err != nil {
+			t.Errorf("Pipeline(%q): %v", jobType, err)
+		}
+	}
+}
+
+func TestUnknownJobValuesNameTheValueAndTheFix(t *testing.T) {
+	t.Parallel()
+	m := capturespine.DefaultJobMapping()
+	job := capturespine.Job{ID: 7, JobType: "backup", Status: "zombie", Attempts: 1, CreatedAt: time.Now()}
+	_, err := m.Execution(job)
+	var unknown *capturespine.UnknownValueError
+	if !errors.As(err, &unknown) || unknown.Column != "jobs.status" || unknown.Value != "zombie" ||
+		!strings.Contains(err.Error(), `"statuses"`) || !strings.Contains(err.Error(), "job 7") {
+		t.Fatalf("unknown status: %v", err)
+	}
+	job.Status, job.JobType = "success", "reindex"
+	_, err = m.Execution(job)
+	if !errors.As(err, &unknown) || unknown.Column != "jobs.job_type" || unknown.Value != "reindex" || !strings.Contains(err.Error(), `"pipelines"`) {
+		t.Fatalf("unknown job type: %v", err)
+	}
+
+	// The fix the error names works.
+	fixed, err := capturespine.LoadJobMapping(strings.NewReader(`{"statuses": {"zombie": "failed"}, "pipelines": {"reindex": "search_reindex"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	job.Status = "zombie"
+	e, err := fixed.Execution(job)
+	if err != nil || e.Status != capturespine.ExecutionFailed || e.PipelineName != "search_reindex" {
+		t.Fatalf("with the mapping file: %+v, %v", e, err)
+	}
+	if s, _ := fixed.Status("success"); s != core.StatusCompleted {
+		t.Errorf("a mapping file must keep the defaults it does not name")
+	}
+}
+
+func TestLoadJobMappingRefusesBadFiles(t *testing.T) {
+	t.Parallel()
+	for _, file := range []string{
+		`{"statuses": {"x": "done"}}`,
+		`{"pipelines": {"x": ""}}`,
+		`{"statusses": {}}`,
+		`{"statuses": []}`,
+		`not json`,
+	} {
+		if _, err := capturespine.LoadJobMapping(strings.NewReader(file)); err == nil {
+			t.Errorf("LoadJobMapping(%s) accepted it", file)
+		}
+	}
+}
+
+func TestJobExecutionIDIsAStableVersion3UUID(t *testing.T) {
+	t.Parallel()
+	seen := map[string]int64{}
+	for _, id := range []int64{0, 1, 2, 10, 999_999, math.MaxInt64, -1} {
+		s := capturespine.JobExecutionID(id)
+		u := uuid.MustParse(s)
+		if u.Version() != 3 || u.Variant() != uuid.RFC4122 || s != capturespine.JobExecutionID(id) {
+			t.Errorf("JobExecutionID(%d) = %s: version %d variant %v", id, s, u.Version(), u.Variant())
+		}
+		if other, dup := seen[s]; dup {
+			t.Errorf("jobs %d and %d share %s", id, other, s)
+		}
+		seen[s] = id
+	}
+}
+
+func TestJobParamsRule(t *testing.T) {
+	t.Parallel()
+	m := capturespine.DefaultJobMapping()
+	cases := []struct{ payload, want string }{
+		{"", `{}`},
+		{`{"args": [1], "kwargs": {"a": 9007199254740993}}`, `{"args":[1],"kwargs":{"a":9007199254740993}}`},
+		{`[1, 2]`, `{"payload":[1,2]}`},
+		{`"text"`, `{"payload":"text"}`},
+		{`null`, `{"payload":null}`},
+	}
+	for _, c := range cases {
+		job := capturespine.Job{ID: 1, JobType: "backup", Status: "pending", CreatedAt: time.Now()}
+		if c.payload != "" {
+			job.Payload = json.RawMessage(c.payload)
+		}
+		e, err := m.Execution(job)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := json.Marshal(e.Params); string(got) != c.want {
+			t.Errorf("payload %s → params %s, want %s", c.payload, got, c.want)
+		}
+	}
+}
+
+// pgDB is a Capture-Spine database with spine-go's migrations applied.
+func pgDB(t *testing.T, opts *seed.Options) *pgxpool.Pool {
+	t.Helper()
+	var url string
+	if opts != nil {
+		url, _ = testsvc.NewSeededCaptureSpineDatabase(t, *opts)
+	} else {
+		url = testsvc.NewCaptureSpineDatabase(t)
+	}
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := sqlmigrations.New(pool, sqlmigrations.Options{Logger: slog.New(slog.DiscardHandler)}).Up(context.Background(), sqlmigrations.Latest); err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
+func TestJobExecutionIDSQLEqualsGo(t *testing.T) {
+	t.Parallel()
+	pool := pgDB(t, nil)
+	ids := []int64{0, 1, 2, 9, 10, 99, 100, 123456789, math.MaxInt64, math.MinInt64, -1}
+	for i := range int64(2000) {
+		ids = append(ids, i*7919+3)
+	}
+	rows, err := pool.Query(context.Background(),
+		"SELECT id, "+capturespine.JobExecutionIDSQL("id")+"::text FROM unnest($1::bigint[]) AS id", ids)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type pair struct {
+		ID   int64
+		UUID string
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[pair])
+	if err != nil || len(got) != len(ids) {
+		t.Fatalf("compared %d of %d ids: %v", len(got), len(ids), err)
+	}
+	for _, p := range got {
+		if want := capturespine.JobExecutionID(p.ID); p.UUID != want {
+			t.Errorf("job %d: SQL %s, Go %s", p.ID, p.UUID, want)
+		}
+	}
+}
+
+func TestPriorityForLaneSQLEqualsGo(t *testing.T) {
+	t.Parallel()
+	pool := pgDB(t, nil)
+	lanes := append([]string{"default", "imports", "", "NORMAL", "o'brien"}, capturespine.Lanes...)
+	for _, lane := range lanes {
+		var got string
+		if err := pool.QueryRow(context.Background(), "SELECT "+capturespine.PriorityForLaneSQL("$1::text"), lane).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if want := capturespine.PriorityForLane(lane); got != string(want) {
+			t.Errorf("lane %q: SQL %s, Go %s", lane, got, want)
+		}
+	}
+}
+
+// jobColumns is the jobs table in Job's field order.
+const jobColumns = `id, job_type, status, celery_task_id, user_id::text, queue, payload, result,
+	error_message, progress, attempts, created_at, started_at, finished_at, updated_at`
+
+func scanJob(rows pgx.CollectableRow) (capturespine.Job, error) {
+	var j capturespine.Job
+	var payload, result []byte
+	var attempts int32
+	err := rows.Scan(&j.ID, &j.JobType, &j.Status, &j.CeleryTaskID, &j.UserID, &j.Queue, &payload, &result,
+		&j.ErrorMessage, &j.Progress, &attempts, &j.CreatedAt, &j.StartedAt, &j.FinishedAt, &j.UpdatedAt)
+	j.Payload, j.Result, j.Attempts = payload, result, int(attempts)
+	j.CreatedAt, j.UpdatedAt = j.CreatedAt.UTC(), j.UpdatedAt.UTC()
+	j.StartedAt, j.FinishedAt = utc(j.StartedAt), utc(j.FinishedAt)
+	return j, err
+}
+
+// scanExecution reads the columns of JobSQL.Columns, in that order.
+func scanExecution(rows pgx.CollectableRow) (capturespine.Execution, error) {
+	var e capturespine.Execution
+	var params, result, metadata, tags []byte
+	var status, kind, priority string
+	var retryCount, maxRetries int32
+	var delay float64
+	err := rows.Scan(&e.ExecutionID, &e.PipelineName, &params, &e.Lane, &e.TriggerSource, &status,
+		&e.BackendTaskID, &e.FeedID, &retryCount, &result, &e.Error, &e.CreatedAt, &e.StartedAt, &e.CompletedAt,
+		&kind, &priority, &maxRetries, &delay, &metadata, &tags)
+	if err != nil {
+		return e, err
+	}
+	e.Status, e.Kind, e.Priority = capturespine.ExecutionStatus(status), core.Kind(kind), core.Priority(priority)
+	e.RetryCount, e.MaxRetries = int(retryCount), int(maxRetries)
+	e.RetryDelay = time.Duration(delay * float64(time.Second))
+	e.Result = result
+	e.CreatedAt, e.StartedAt, e.CompletedAt = e.CreatedAt.UTC(), utc(e.StartedAt), utc(e.CompletedAt)
+	if e.Params, err = core.DecodeObject(params); err != nil {
+		return e, err
+	}
+	if e.Metadata, err = core.DecodeObject(metadata); err != nil {
+		return e, err
+	}
+	return e, json.Unmarshal(tags, &e.Tags)
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// normaliseJSON re-decodes the maps Go built, so numbers compare as the
+// json.Number a database read gives.
+func normaliseJSON(t *testing.T, e capturespine.Execution) capturespine.Execution {
+	t.Helper()
+	for _, m := range []*map[string]any{&e.Params, &e.Metadata} {
+		b, err := json.Marshal(*m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if *m, err = core.DecodeObject(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e
+}
+
+// awkwardJobs are rows the seed does not write: non-object payloads, unicode
+// and quotes everywhere, a JSON null result, an empty error, extreme values.
+var awkwardJobs = `INSERT INTO jobs (job_type, status, celery_task_id, user_id, queue, payload, result,
+	error_message, progress, attempts, created_at, started_at, finished_at, updated_at) VALUES
+	('backup', 'failure', '', NULL, 'o''brien "q"', '[1, 2, {"a": null}]', 'null', '', 0, 2147483647,
+	 '2025-01-01 00:00:00.000001+00', NULL, '2025-01-01 00:00:00+00', '2025-01-02 03:04:05.1+02'),
+	('recommendations', 'revoked', 'täsk-ü', '00000000-0000-0000-0000-000000000000', 'backfill', '"just a string"',
+	 '{"emoji": "📈", "big": 123456789012345678901234567890}', 'Zürich – 東京\nline 2', 100, 0,
+	 '1999-12-31 23:59:59.999999+00', '2000-01-01 00:00:00+00', NULL, '2000-01-01 00:00:00+00'),
+	('sync_environments', 'retry', NULL, NULL, NULL, '{}', NULL, NULL, NULL, 3,
+	 '2025-06-01 12:00:00+00', NULL, NULL, '2025-06-01 12:00:00.5+00')`
+
+func TestJobMappingSQLEqualsGo(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool := pgDB(t, &seed.Options{Executions: 200, Jobs: 3000, Seed: 7})
+	if _, err := pool.Exec(ctx, awkwardJobs); err != nil {
+		t.Fatal(err)
+	}
+	m := capturespine.DefaultJobMapping()
+	q, err := m.SQL("j", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	rows, err := pool.Query(ctx, "SELECT "+jobColumns+" FROM jobs ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := pgx.CollectRows(rows, scanJob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want []capturespine.Execution
+	for _, j := range jobs {
+		e, err := m.Execution(j)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, normaliseJSON(t, e))
+	}
+
+	// The same rows mapped by Postgres, then inserted into executions: the
+	// column list and types must be ones the real table accepts.
+	insert := fmt.Sprintf("INSERT INTO executions (%s) SELECT %s FROM jobs AS j ORDER BY j.id",
+		strings.Join(q.Columns, ", "), q.Select)
+	if _, err := pool.Exec(ctx, insert, q.Args...); err != nil {
+		t.Fatalf("%v\n%s", err, insert)
+	}
+	rows, err = pool.Query(ctx, fmt.Sprintf("SELECT %s FROM executions WHERE execution_id = ANY($1::uuid[])",
+		strings.ReplaceAll(strings.Join(q.Columns, ", "), "feed_id", "feed_id::text")), ids(want))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mapped, err := pgx.CollectRows(rows, scanExecution)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]capturespine.Execution{}
+	for _, e := range mapped {
+		got[e.ExecutionID] = e
+	}
+	if len(got) != len(want) || len(want) != 3003 {
+		t.Fatalf("SQL mapped %d jobs, Go %d, want 3003", len(got), len(want))
+	}
+	for _, w := range want {
+		sameRow(t, w, got[w.ExecutionID])
+	}
+}
+
+func ids(es []capturespine.Execution) []string {
+	out := make([]string, len(es))
+	for i, e := range es {
+		out[i] = e.ExecutionID
+	}
+	return out
+}
