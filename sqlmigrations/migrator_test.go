@@ -23,7 +23,7 @@ var contractColumns = []struct {
 	def                     string
 }{
 	{"executions", "kind", "text", false, "'pipeline'::text"},
-	{"executions", "priority", "text", false, "'normal'::text"},
+	{"executions", "priority", "text", false, ""}, // 0007: the lane trigger fills it
 	{"executions", "idempotency_key", "text", true, ""},
 	{"executions", "correlation_id", "text", true, ""},
 	{"executions", "parent_run_id", "uuid", true, ""},
@@ -45,7 +45,7 @@ var contractIndexes = map[string]string{
 
 var contractConstraints = []string{"ck_executions_kind", "ck_executions_priority"}
 
-var allVersions = []int{1, 2, 3, 4, 5, 6}
+var allVersions = []int{1, 2, 3, 4, 5, 6, 7}
 
 // assertContract checks that every column, index and constraint of the contract
 // exists and is valid.
@@ -163,7 +163,7 @@ func TestDownAllTheWayRestoresTheOriginalSchema(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Down: %v", err)
 	}
-	if got, want := versions(res.Applied), []int{6, 5, 4, 3, 2, 1}; !slices.Equal(got, want) {
+	if got, want := versions(res.Applied), []int{7, 6, 5, 4, 3, 2, 1}; !slices.Equal(got, want) {
 		t.Errorf("Down reverted %v, want %v", got, want)
 	}
 	if got := b.appliedVersions(); len(got) != 0 {
@@ -200,6 +200,12 @@ func TestDownRevertsOneStepByDefault(t *testing.T) {
 		wantApplied  []int
 		check        func()
 	}{
+		{sqlmigrations.OneStepDown, []int{7}, []int{1, 2, 3, 4, 5, 6}, func() {
+			var trigger bool
+			if err := b.pool.QueryRow(b.ctx, "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'trg_executions_priority_from_lane')").Scan(&trigger); err != nil || trigger {
+				t.Errorf("the lane trigger survived a one-step Down (%v)", err)
+			}
+		}},
 		{sqlmigrations.OneStepDown, []int{6}, []int{1, 2, 3, 4, 5}, func() {
 			if exists, _, _ := b.index("ix_executions_created_id"); exists {
 				t.Error("ix_executions_created_id still exists")
@@ -305,8 +311,8 @@ func TestPlansAreDryRuns(t *testing.T) {
 		t.Fatalf("Up(3): %v", err)
 	}
 	before = b.schemaDump()
-	if plan, err := m.PlanUp(b.ctx, sqlmigrations.Latest); err != nil || !slices.Equal(versions(plan.Steps), []int{4, 5, 6}) {
-		t.Errorf("PlanUp after Up(3) = %v, %v; want [4 5 6]", versions(plan.Steps), err)
+	if plan, err := m.PlanUp(b.ctx, sqlmigrations.Latest); err != nil || !slices.Equal(versions(plan.Steps), []int{4, 5, 6, 7}) {
+		t.Errorf("PlanUp after Up(3) = %v, %v; want [4 5 6 7]", versions(plan.Steps), err)
 	}
 	plan, err = m.PlanDown(b.ctx, sqlmigrations.AllTheWayDown)
 	if err != nil || !slices.Equal(versions(plan.Steps), []int{3, 2, 1}) {
@@ -672,14 +678,14 @@ func TestStepsRecordedByANewerBuild(t *testing.T) {
 	if _, err := m.Up(b.ctx, sqlmigrations.Latest); err != nil {
 		t.Fatalf("Up: %v", err)
 	}
-	b.exec("INSERT INTO spine_schema_migrations (version, name, checksum) VALUES (7, 'from_the_future', 'x')")
+	b.exec("INSERT INTO spine_schema_migrations (version, name, checksum) VALUES (8, 'from_the_future', 'x')")
 
 	status, err := m.Status(b.ctx)
 	if err != nil {
 		t.Fatalf("Status: %v", err)
 	}
-	if last := status[len(status)-1]; len(status) != 7 || last.Version != 7 || !last.Unknown || !last.Applied || last.Name != "from_the_future" {
-		t.Errorf("status = %+v, want steps 1..6 and an unknown applied step 7", status)
+	if last := status[len(status)-1]; len(status) != 8 || last.Version != 8 || !last.Unknown || !last.Applied || last.Name != "from_the_future" {
+		t.Errorf("status = %+v, want steps 1..7 and an unknown applied step 8", status)
 	}
 	if res, err := m.Up(b.ctx, sqlmigrations.Latest); err != nil || len(res.Applied) != 0 {
 		t.Errorf("Up = %v, %v; want a no-op", versions(res.Applied), err)

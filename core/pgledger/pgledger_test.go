@@ -98,7 +98,7 @@ func TestReadsRowsWrittenByCaptureSpine(t *testing.T) {
 	if run.Spec.Kind != core.KindPipeline || run.Spec.Name != "rss_ingest" || run.Spec.Lane != "backfill" ||
 		run.Spec.TriggerSource != "schedule" || run.Status != core.StatusFailed || run.Attempt != 3 ||
 		run.ExternalRef != "c0ffee00-0000-4000-8000-000000000001" || run.Spec.Metadata["feed_id"] != feed ||
-		run.Error != "HTTP 503" || run.Result != nil || run.Spec.MaxRetries != 3 || run.Spec.Priority != core.PriorityNormal {
+		run.Error != "HTTP 503" || run.Result != nil || run.Spec.MaxRetries != 3 || run.Spec.Priority != core.PriorityLow /* backfill lane: migration 0007 */ {
 		t.Errorf("read as %+v", run)
 	}
 	if d, ok := run.Duration(); !ok || d != 2500*time.Millisecond {
