@@ -64,7 +64,7 @@ func TestMigrateUpDownStatus(t *testing.T) {
 
 	// down without --execute only plans.
 	out, _, err = run(t, env, "migrate", "down")
-	if err != nil || !strings.Contains(out, "add --execute") || !strings.Contains(out, "DROP INDEX CONCURRENTLY") {
+	if err != nil || !strings.Contains(out, "add --execute") || !strings.Contains(out, "DROP TRIGGER IF EXISTS trg_executions_priority_from_lane") {
 		t.Fatalf("down plan: %v\n%s", err, out)
 	}
 	out, _, _ = run(t, env, "status", "-o", "json")
@@ -73,7 +73,7 @@ func TestMigrateUpDownStatus(t *testing.T) {
 		t.Fatalf("status after a down plan: %v %s", err, out)
 	}
 	out, _, err = run(t, env, "migrate", "down", "--execute")
-	if err != nil || !strings.Contains(out, "Reverted 0006") || strings.Contains(out, "0005") {
+	if err != nil || !strings.Contains(out, "Reverted 0007") || strings.Contains(out, "0006") {
 		t.Fatalf("down one step: %v\n%s", err, out)
 	}
 	out, _, err = run(t, env, "migrate", "down", "--all", "--execute")
