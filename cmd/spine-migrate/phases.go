@@ -19,18 +19,6 @@ func notBuilt(use, short, long, issue string) *cobra.Command {
 	}
 }
 
-func (a *app) phase1Cmd() *cobra.Command {
-	return notBuilt("phase1", "Align Capture-Spine's schema with spine-core online",
-		`Phase 1 makes the live executions table able to hold every RunRecord without
-breaking the Python code that writes it: plan (read-only report of what apply would
-do, statement by statement, with locks and estimated durations), apply --execute (the
-schema migrations, then a resumable keyset backfill of kind, priority, attempt,
-external_ref and metadata.feed_id), verify (every row reads back as a RunRecord) and
-rollback --execute.
-
-Until then, 'spine-migrate migrate up' applies the schema part.`, "#5")
-}
-
 func (a *app) phase2Cmd() *cobra.Command {
 	return notBuilt("phase2", "Shadow, then gradually reroute, the Celery tasks that bypass the dispatcher",
 		`Phase 2 runs a side-car next to the Celery workers. It consumes an intercept queue

@@ -6,14 +6,32 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/spinecore/spine-go/phases/phase1"
 	"github.com/spinecore/spine-go/sqlmigrations"
 )
+
+// phase1Summary is phase 1's state in one line.
+func phase1Summary(s phase1.State) string {
+	switch s.State {
+	case phase1.StateNotStarted:
+		return "not started (spine-migrate phase1 plan)"
+	case phase1.StateSchema:
+		return fmt.Sprintf("%s: %d of %d migrations applied (spine-migrate phase1 apply --execute)", s.State, s.MigrationsApplied, s.MigrationsTotal)
+	case phase1.StateBackfill:
+		return fmt.Sprintf("%s: %d rows scanned, %d updated, at %s (spine-migrate phase1 apply --execute resumes it)",
+			s.State, s.Backfill.RowsScanned, s.Backfill.RowsUpdated, s.Backfill.LastExecutionID)
+	default:
+		return fmt.Sprintf("done: schema aligned, lane trigger %s, backfill finished %s (%d rows updated)",
+			map[bool]string{true: "on", false: "MISSING"}[s.LaneTrigger], s.Backfill.FinishedAt.UTC().Format("2006-01-02 15:04:05Z"), s.Backfill.RowsUpdated)
+	}
+}
 
 // statusView is where the migration stands, across phases.
 type statusView struct {
 	Database   string         `json:"database"`
 	Migrations migrationsView `json:"migrations"`
 	Phases     []phaseSummary `json:"phases"`
+	Phase1     phase1.State   `json:"phase1"`
 }
 
 type migrationsView struct {
@@ -42,11 +60,16 @@ func (a *app) statusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			p1, err := phase1.Status(cmd.Context(), pool)
+			if err != nil {
+				return err
+			}
 			v := statusView{
 				Database:   a.describeDatabase(pool.Config()),
 				Migrations: migrationsView{Known: len(sqlmigrations.All()), Steps: migrationViews(st)},
+				Phase1:     p1,
 				Phases: []phaseSummary{
-					{Phase: "phase1", State: "not built yet (issue #5)"},
+					{Phase: "phase1", State: phase1Summary(p1)},
 					{Phase: "phase2", State: "not built yet (issue #7)"},
 					{Phase: "phase3", State: "not built yet (issue #6)"},
 				},
