@@ -1,6 +1,6 @@
 // Command demo is what `make demo` runs: throwaway PostgreSQL and Redis, a
-// seeded Capture-Spine database, the schema migrations applied with the real
-// spine-migrate binary, and runs submitted through core's dispatcher on the
+// seeded Capture-Spine database, phase 1 planned, applied and verified with the
+// real spine-migrate binary, and runs submitted through core's dispatcher on the
 // PostgreSQL ledger, printed as an operator would read them. Everything it
 // starts is torn down at the end.
 package main
@@ -84,19 +84,23 @@ func run(ctx context.Context) error {
 	defer cleanup()
 	env := append(os.Environ(), "DATABASE_URL="+dbURL, "REDIS_URL="+rd.URL(0))
 
-	step(3, "spine-migrate migrate up --dry-run   (the plan: nothing is changed)")
-	out, err := runCLI(ctx, bin, env, "migrate", "up", "--dry-run")
+	step(3, "spine-migrate phase1 plan   (read-only: what apply would do, with locks and estimates)")
+	out, err := runCLI(ctx, bin, env, "phase1", "plan")
 	if err != nil {
 		return err
 	}
-	for _, line := range strings.Split(out, "\n") {
-		if strings.HasPrefix(line, "Plan") || strings.HasPrefix(line, "-- 0") || strings.HasPrefix(line, "Dry run") {
+	for _, line := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		if !strings.HasPrefix(line, "       ") { // the SQL itself: see `spine-migrate phase1 plan`
 			fmt.Println("      " + line)
 		}
 	}
 
-	step(4, "spine-migrate migrate up   (online: lock_timeout, retries, indexes CONCURRENTLY)")
-	if out, err = runCLI(ctx, bin, env, "migrate", "up"); err != nil {
+	step(4, "spine-migrate phase1 apply --execute, then phase1 verify")
+	if out, err = runCLI(ctx, bin, env, "phase1", "apply", "--execute"); err != nil {
+		return err
+	}
+	fmt.Print(indent(out))
+	if out, err = runCLI(ctx, bin, env, "phase1", "verify"); err != nil {
 		return err
 	}
 	fmt.Print(indent(out))

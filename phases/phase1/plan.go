@@ -93,7 +93,7 @@ func constant(s string) func(Table) string { return func(Table) string { return 
 
 func scan(bytesPerSecond int64, what string) func(Table) string {
 	return func(t Table) string {
-		return fmt.Sprintf("%s of %d rows (%s): about %s", what, t.Rows, humanBytes(t.Bytes), duration(float64(t.Bytes)/float64(bytesPerSecond)))
+		return fmt.Sprintf("%s of %d rows (%s): %s", what, t.Rows, humanBytes(t.Bytes), duration(float64(t.Bytes)/float64(bytesPerSecond)))
 	}
 }
 
@@ -101,7 +101,7 @@ func duration(seconds float64) string {
 	if seconds < 1 {
 		return "under a second"
 	}
-	return (time.Duration(seconds) * time.Second).String()
+	return "about " + (time.Duration(seconds) * time.Second).String()
 }
 
 func humanBytes(n int64) string {
@@ -175,7 +175,7 @@ func PlanApply(ctx context.Context, pool *pgxpool.Pool, opts Options) (Plan, err
 	p.Steps = append(p.Steps, PlannedStep{
 		Name: "backfill priority", SQL: strings.TrimSpace(backfillBatchSQL),
 		Lock: fmt.Sprintf("row locks on at most %d rows per batch, one transaction per batch (lock_timeout %s, retried)", opts.BatchSize, opts.LockTimeout),
-		Estimate: fmt.Sprintf("%d of %d rows to update in batches of %d: about %s", p.BackfillRows, executions.Rows, opts.BatchSize,
+		Estimate: fmt.Sprintf("%d of %d rows to update in batches of %d: %s", p.BackfillRows, executions.Rows, opts.BatchSize,
 			duration(float64(executions.Rows)/backfillRowsPerSecond)),
 	})
 	return p, nil
