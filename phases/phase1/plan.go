@@ -241,6 +241,19 @@ func (p Plan) Write(w io.Writer) {
 		}
 		fmt.Fprintf(w, "  %-17s %d rows, %s, %d columns, %d indexes, %d constraints, %d triggers\n",
 			t.Name, t.Rows, humanBytes(t.Bytes), len(t.Columns), len(t.Indexes), len(t.Constraints), len(t.Triggers))
+		cols := make([]string, len(t.Columns))
+		for i, c := range t.Columns {
+			cols[i] = c.Name + " " + c.Type
+		}
+		fmt.Fprintf(w, "    columns: %s\n", strings.Join(cols, ", "))
+		for _, list := range []struct {
+			label string
+			items []string
+		}{{"index", t.Indexes}, {"constraint", t.Constraints}, {"trigger", t.Triggers}} {
+			for _, item := range list.items {
+				fmt.Fprintf(w, "    %s: %s\n", list.label, item)
+			}
+		}
 	}
 	for _, list := range []struct {
 		title  string
