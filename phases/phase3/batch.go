@@ -1,0 +1,169 @@
+package phase3
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/spinecore/spine-go/adapters/capturespine"
+)
+
+// Why a batch and the trigger can never produce a wrong execution, however
+// their transactions interleave (the argument the tests exercise):
+//
+//  1. The trigger is installed, and committed, before the copy reads the
+//     largest job id. CREATE TRIGGER waits for every transaction writing
+//     jobs, so each row written without the trigger is committed, visible,
+//     and within the copy's bound; each write after it fires the trigger.
+//  2. A batch takes the bucket locks (4096 ids each) of its ids
+//     exclusively, without waiting (it retries, so it never queues
+//     application writes behind it), before the statement that reads jobs
+//     takes its snapshot. The trigger takes the same bucket shared for a
+//     job id the copy has still to pass, as the committed checkpoint says
+//     (last_id < id <= max_id, or any id before the bound is set). So a
+//     batch and any transaction whose trigger touched its ids are strictly
+//     ordered: that transaction committed before the batch's snapshot (the
+//     batch sees its rows and its execution writes), or it fires after the
+//     batch committed (it sees the batch's rows, and the trigger replaces
+//     them with the job's newest state). A trigger that skips the lock saw
+//     the id at or below a committed checkpoint, or above the bound: no
+//     batch reads that id again. No row locks are taken on jobs, so no WAL
+//     is written for them and readers never wait; a write waits (at most
+//     one batch) only on an uncopied id in the bucket being copied.
+//  3. Within that order the batch is idempotent: ON CONFLICT (execution_id)
+//     DO NOTHING keeps an execution the trigger already wrote (from a
+//     version at least as new as the batch's snapshot), linking is a set
+//     union, and a job the batch does not see (deleted before its
+//     snapshot) gets no execution, so nothing is resurrected. The
+//     checkpoint moves in the same transaction, so a crash at any instant
+//     either keeps a whole batch or none of it.
+//  4. Every trigger write is an upsert or delete by the deterministic id,
+//     applied in jobs' own row-lock order, so the newest version wins.
+//
+// What it does not cover: a native execution gaining or losing a job's
+// Celery task id after the job was mapped (there is no trigger on
+// executions, the hot table). Verify finds those, and Repair fixes them
+// (with writes to jobs held off by a table lock: see syncRange). And an
+// application writing jobs in REPEATABLE READ or SERIALIZABLE transactions
+// can get a serialization failure (40001) when its trigger's upsert meets
+// an execution a batch committed after its snapshot; it retries it as any
+// such failure (Capture-Spine's tracker writes in READ COMMITTED).
+
+// batchSQL copies the jobs with ids in ($1, $2]: links the overlapping ones
+// to their native executions, lists the unmappable ones as rejects, inserts
+// the rest, and moves the checkpoint to $2 ($3 is the batch size, $4 the
+// rate, both recorded for status).
+func batchSQL(b boundMapping) string {
+	mapped := mappedSQL("j")
+	return fmt.Sprintf(`
+WITH src AS MATERIALIZED (
+    SELECT j.*, %[1]s AS spine_natives
+    FROM jobs AS j
+    WHERE j.id > $1 AND j.id <= $2
+), links AS MATERIALIZED (
+    SELECT n.execution_id, array_agg(s.id ORDER BY s.id) AS job_ids
+    FROM src AS s CROSS JOIN LATERAL unnest(s.spine_natives) AS n(execution_id)
+    GROUP BY n.execution_id
+), linked AS (
+    UPDATE executions AS e
+    SET metadata = spine_phase3_relink(e.metadata, 1, 0, (SELECT l.job_ids FROM links AS l WHERE l.execution_id = e.execution_id))
+    WHERE e.execution_id = ANY (ARRAY(SELECT l.execution_id FROM links AS l))
+    RETURNING 1
+), unduplicated AS (
+    DELETE FROM executions
+    WHERE execution_id = ANY (ARRAY(SELECT %[2]s FROM src AS s WHERE cardinality(s.spine_natives) > 0))
+    RETURNING 1
+), unmapped AS MATERIALIZED (
+    SELECT j.id, j.job_type, j.status
+    FROM src AS j CROSS JOIN (SELECT * FROM spine_phase3_mapping LIMIT 1) AS spine_map
+    WHERE cardinality(j.spine_natives) = 0 AND NOT %[3]s
+), rejected AS (
+    INSERT INTO spine_phase3_rejects (job_id, job_type, status)
+    SELECT id, job_type, status FROM unmapped
+    ON CONFLICT (job_id) DO UPDATE SET job_type = EXCLUDED.job_type, status = EXCLUDED.status, seen_at = now()
+    RETURNING 1
+), unrejected AS (
+    DELETE FROM spine_phase3_rejects
+    WHERE job_id > $1 AND job_id <= $2 AND job_id <> ALL (ARRAY(SELECT id FROM unmapped))
+    RETURNING 1
+), inserted AS (
+    INSERT INTO executions (%[4]s)
+    SELECT %[5]s
+    FROM src AS j CROSS JOIN (SELECT * FROM spine_phase3_mapping LIMIT 1) AS spine_map
+    WHERE cardinality(j.spine_natives) = 0 AND %[3]s
+    ON CONFLICT (execution_id) DO NOTHING
+    RETURNING 1
+), counts AS MATERIALIZED (
+    SELECT (SELECT count(*) FROM src) AS scanned,
+           (SELECT count(*) FROM inserted) AS copied,
+           (SELECT count(*) FROM src WHERE cardinality(spine_natives) > 0) AS linked,
+           (SELECT count(*) FROM unmapped) AS rejected,
+           (SELECT count(*) FROM linked) + (SELECT count(*) FROM unduplicated)
+             + (SELECT count(*) FROM rejected) + (SELECT count(*) FROM unrejected) AS touched
+), checkpoint AS (
+    UPDATE spine_phase3_copy AS cp
+    SET last_id = $2, rows_scanned = cp.rows_scanned + c.scanned, rows_copied = cp.rows_copied + c.copied,
+        rows_linked = cp.rows_linked + c.linked, rows_rejected = cp.rows_rejected + c.rejected,
+        batches = cp.batches + 1, batch_size = $3, rate = $4, updated_at = now()
+    FROM counts AS c
+    RETURNING 1
+)
+SELECT c.scanned, c.copied, c.linked, c.rejected, c.touched, (SELECT count(*) FROM checkpoint) FROM counts AS c`,
+		nativesSQL("j"), capturespine.JobExecutionIDSQL("s.id"), mapped, columnList(b.Columns), b.Select)
+}
+
+// batchSettings are a batch's: a plan for its actual ids (a generic plan
+// could misjudge the range), and no JIT, whose compile time dwarfs a batch.
+const batchSettings = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off"
+
+// selectBatchRange finds the next batch: its first job id after $1 and the
+// id $3 rows further, both at most $2.
+const selectBatchRange = `
+SELECT (SELECT id FROM jobs WHERE id > $1 AND id <= $2 ORDER BY id LIMIT 1),
+       (SELECT id FROM jobs WHERE id > $1 AND id <= $2 ORDER BY id OFFSET $3 LIMIT 1)`
+
+// batchCounts is what one batch did.
+type batchCounts struct {
+	first, hi                         int64
+	scanned, copied, linked, rejected int64
+	done                              bool
+}
+
+// copyBatch runs one batch of about n jobs after last, up to maxID, in tx.
+func copyBatch(ctx context.Context, tx pgx.Tx, sql string, last, maxID int64, n int, rate float64) (batchCounts, error) {
+	var c batchCounts
+	if _, err := tx.Exec(ctx, batchSettings); err != nil {
+		return c, err
+	}
+	var first, hi *int64
+	if err := tx.QueryRow(ctx, selectBatchRange, last, maxID, n-1).Scan(&first, &hi); err != nil {
+		return c, fmt.Errorf("find the next ids: %w", err)
+	}
+	if first == nil {
+		c.done = true
+		_, err := tx.Exec(ctx, `UPDATE spine_phase3_copy SET last_id = max_id, finished_at = now(), updated_at = now()`)
+		return c, err
+	}
+	c.first, c.hi = *first, maxID
+	if hi != nil {
+		c.hi = *hi
+	}
+	if b := c.first >> bucketShift; b < math.MaxInt64>>bucketShift-maxBucketsPerBatch {
+		c.hi = min(c.hi, (b+maxBucketsPerBatch)<<bucketShift-1)
+	}
+	if err := lockBuckets(ctx, tx, c.first, c.hi); err != nil {
+		return c, err
+	}
+	var touched, checkpointed int64
+	err := tx.QueryRow(ctx, sql, c.first-1, c.hi, n, rate).Scan(&c.scanned, &c.copied, &c.linked, &c.rejected, &touched, &checkpointed)
+	if err != nil {
+		return c, err
+	}
+	if checkpointed != 1 {
+		return c, errors.New("the checkpoint row is missing")
+	}
+	return c, nil
+}

@@ -1,0 +1,422 @@
+package phase3
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/spinecore/spine-go/adapters/capturespine"
+)
+
+// ErrMappingChanged is returned by Copy when the mapping given would map
+// differently jobs a previous copy already mapped.
+var ErrMappingChanged = errors.New("phase3: the job mapping changed entries a previous copy already applied")
+
+// Progress is reported after every batch, and while the copy is paused.
+type Progress struct {
+	Scanned   int64         `json:"scanned"` // jobs copied, linked or rejected so far, across runs
+	Copied    int64         `json:"copied"`
+	Linked    int64         `json:"linked"`
+	Rejected  int64         `json:"rejected"`
+	Total     int64         `json:"total"` // jobs up to MaxID when the copy began
+	LastID    int64         `json:"last_id"`
+	MaxID     int64         `json:"max_id"`
+	BatchSize int           `json:"batch_size"`
+	Rate      float64       `json:"rate"` // jobs/s in this run, pauses excluded
+	ETA       time.Duration `json:"eta_ns"`
+	MaxRate   int           `json:"max_rate"`
+	Paused    bool          `json:"paused"`
+	Done      bool          `json:"done"`
+}
+
+// CopyResult is what one Copy run did.
+type CopyResult struct {
+	TriggerInstalled bool          `json:"trigger_installed"` // by this run
+	IndexBuilt       bool          `json:"index_built"`       // by this run
+	Resumed          bool          `json:"resumed"`
+	AlreadyDone      bool          `json:"already_done"`
+	Stopped          bool          `json:"stopped"` // by ctx, cleanly after a batch
+	Batches          int64         `json:"batches"`
+	RowsScanned      int64         `json:"rows_scanned"`
+	RowsCopied       int64         `json:"rows_copied"`
+	RowsLinked       int64         `json:"rows_linked"`
+	RowsRejected     int64         `json:"rows_rejected"`
+	RejectsRemapped  int64         `json:"rejects_remapped"` // rejects a new mapping could map
+	Rejects          int64         `json:"rejects"`          // jobs still unmapped at the end
+	Retries          int           `json:"retries"`
+	LastID           int64         `json:"last_id"`
+	MaxID            int64         `json:"max_id"`
+	BatchP50         time.Duration `json:"batch_p50_ns"`
+	BatchP99         time.Duration `json:"batch_p99_ns"`
+	BatchMax         time.Duration `json:"batch_max_ns"`
+	Paused           time.Duration `json:"paused_ns"`
+	Elapsed          time.Duration `json:"elapsed_ns"`
+}
+
+// Copy copies jobs into executions online (see the package comment and
+// batch.go): it refuses what PlanCopy refuses, sets up phase 3's tables,
+// the backend_task_id index and the trigger, then copies in batches until
+// the bound. Cancelling ctx stops it after the batch in flight; the next
+// Copy resumes from the checkpoint, as it does after a crash.
+func Copy(ctx context.Context, pool *pgxpool.Pool, opts Options) (CopyResult, error) {
+	opts = opts.withDefaults()
+	start := time.Now()
+	var res CopyResult
+	plan, err := planCopy(ctx, pool, opts, false)
+	if err != nil {
+		return res, err
+	}
+	if err := plan.Err(); err != nil {
+		return res, err
+	}
+	release, err := lockRunner(ctx, pool)
+	if err != nil {
+		return res, err
+	}
+	defer release()
+
+	m, err := setup(ctx, pool, opts, &res)
+	if err != nil {
+		return res, err
+	}
+	cp, err := readCheckpoint(ctx, pool)
+	if err != nil {
+		return res, fmt.Errorf("phase3 copy: %w", err)
+	}
+	if res.RejectsRemapped, err = remapRejects(ctx, pool, opts, m, cp); err != nil {
+		return res, err
+	}
+	err = copyLoop(ctx, pool, opts, cp, &res)
+	res.Elapsed = time.Since(start)
+	if n, cerr := countRejects(ctx, pool); cerr == nil {
+		res.Rejects = n
+	}
+	return res, err
+}
+
+// setup creates what the copy needs, each step idempotent so that a copy
+// killed during setup sets up again: the tables, the mapping row, the
+// index, the trigger, and the bound.
+func setup(ctx context.Context, pool *pgxpool.Pool, opts Options, res *CopyResult) (capturespine.JobMapping, error) {
+	var m capturespine.JobMapping
+	if _, err := withRetries(ctx, pool, opts, "create tables", func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, createTables)
+		return err
+	}); err != nil {
+		return m, fmt.Errorf("phase3 copy: create %s tables: %w", "spine_phase3_*", err)
+	}
+	stored, haveStored, err := readMapping(ctx, pool)
+	if err != nil {
+		return m, err
+	}
+	switch {
+	case opts.Mapping != nil:
+		m = *opts.Mapping
+		if haveStored {
+			if changed := changedEntries(stored, m); len(changed) > 0 {
+				return m, fmt.Errorf("%w: %s; a mapping file may only add entries once copying began (roll back to start over)",
+					ErrMappingChanged, strings.Join(changed, "; "))
+			}
+		}
+	case haveStored:
+		m = stored
+	default:
+		m = capturespine.DefaultJobMapping()
+	}
+	if err := m.Validate(); err != nil {
+		return m, err
+	}
+	pipelines, statuses, err := encodeMapping(m)
+	if err != nil {
+		return m, err
+	}
+	if _, err := withRetries(ctx, pool, opts, "store the mapping", func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, upsertMapping, pipelines, statuses, m.TriggerSource)
+		return err
+	}); err != nil {
+		return m, fmt.Errorf("phase3 copy: store the mapping: %w", err)
+	}
+
+	if res.IndexBuilt, err = ensureTaskIDIndex(ctx, pool, opts); err != nil {
+		return m, err
+	}
+
+	b, err := bindMapping()
+	if err != nil {
+		return m, err
+	}
+	if _, err := withRetries(ctx, pool, opts, "install the trigger", func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, createRelink); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, triggerFunctionSQL(b)); err != nil {
+			return err
+		}
+		var present bool
+		if err := tx.QueryRow(ctx, selectTriggerPresent).Scan(&present); err != nil || present {
+			return err
+		}
+		res.TriggerInstalled = true
+		_, err := tx.Exec(ctx, createTrigger)
+		return err
+	}); err != nil {
+		return m, fmt.Errorf("phase3 copy: install the trigger on jobs: %w", err)
+	}
+	opts.Logger.Info("phase3 copy: trigger in place", "trigger", triggerName, "installed_now", res.TriggerInstalled)
+
+	// The bound, read only now that the trigger is committed (batch.go, 1).
+	if _, err := withRetries(ctx, pool, opts, "set the bound", func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE spine_phase3_copy
+			SET max_id = b.max_id, last_id = b.min_id - 1, total_rows = b.n, started_at = now(), updated_at = now()
+			FROM (SELECT COALESCE(max(id), 0) AS max_id, COALESCE(min(id), 1) AS min_id, count(*) AS n FROM jobs) AS b
+			WHERE spine_phase3_copy.max_id IS NULL`)
+		return err
+	}); err != nil {
+		return m, fmt.Errorf("phase3 copy: set the bound: %w", err)
+	}
+	return m, nil
+}
+
+const selectTriggerPresent = `SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'spine_phase3_jobs_sync' AND tgrelid = to_regclass('jobs'))`
+
+// ensureTaskIDIndex builds the backend_task_id index unless a valid one
+// exists, first dropping an invalid one a killed build left behind.
+func ensureTaskIDIndex(ctx context.Context, pool *pgxpool.Pool, opts Options) (built bool, err error) {
+	var have *string
+	if err := pool.QueryRow(ctx, selectTaskIDIndex).Scan(&have); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return false, fmt.Errorf("phase3 copy: look for a backend_task_id index: %w", err)
+	}
+	if have != nil {
+		return false, nil
+	}
+	conn, err := pool.Acquire(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Release()
+	// CREATE INDEX CONCURRENTLY's lock (SHARE UPDATE EXCLUSIVE) does not
+	// conflict with reads and writes, so it may wait: no lock_timeout.
+	for _, sql := range []string{"SET lock_timeout = 0", "DROP INDEX CONCURRENTLY IF EXISTS " + taskIDIndex, createTaskIDIndex, "RESET lock_timeout"} {
+		if _, err := conn.Exec(ctx, sql); err != nil {
+			conn.Conn().Close(context.WithoutCancel(ctx)) // do not pool a session with odd settings
+			return false, fmt.Errorf("phase3 copy: build the backend_task_id index: %w", err)
+		}
+	}
+	opts.Logger.Info("phase3 copy: built the backend_task_id index", "index", taskIDIndex)
+	return true, nil
+}
+
+// remapRejects maps the rejects a mapping now knows, outside the range the
+// copy has still to do (the copy maps those itself).
+func remapRejects(ctx context.Context, pool *pgxpool.Pool, opts Options, m capturespine.JobMapping, cp Checkpoint) (int64, error) {
+	rows, err := pool.Query(ctx, `SELECT job_id FROM spine_phase3_rejects AS r, spine_phase3_mapping AS spine_map
+		WHERE spine_map.pipelines ? r.job_type AND spine_map.statuses ? r.status
+		  AND NOT (r.job_id > $1 AND r.job_id <= $2) ORDER BY job_id`, cp.LastID, cp.MaxID)
+	if err != nil {
+		return 0, fmt.Errorf("phase3 copy: read rejects: %w", err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return 0, fmt.Errorf("phase3 copy: read rejects: %w", err)
+	}
+	for _, id := range ids {
+		if _, err := syncRange(ctx, pool, opts, id, id, false); err != nil {
+			return 0, fmt.Errorf("phase3 copy: map reject %d: %w", id, err)
+		}
+	}
+	if len(ids) > 0 {
+		opts.Logger.Info("phase3 copy: mapped jobs rejected before", "jobs", len(ids))
+	}
+	return int64(len(ids)), nil
+}
+
+// control is the control row.
+type control struct {
+	paused  bool
+	maxRate int
+}
+
+func readControl(ctx context.Context, q querier) (control, error) {
+	var c control
+	err := q.QueryRow(ctx, "SELECT paused, max_rate FROM spine_phase3_control").Scan(&c.paused, &c.maxRate)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return control{}, nil
+	}
+	return c, err
+}
+
+// pollEvery is how often a paused or rate-limited copy reads the control
+// row, so a flip takes effect well within a second.
+const pollEvery = 200 * time.Millisecond
+
+func copyLoop(ctx context.Context, pool *pgxpool.Pool, opts Options, cp Checkpoint, res *CopyResult) error {
+	res.MaxID, res.LastID = cp.MaxID, cp.LastID
+	if cp.FinishedAt != nil {
+		res.AlreadyDone = true
+		return nil
+	}
+	res.Resumed = cp.Batches > 0
+	b, err := bindMapping()
+	if err != nil {
+		return err
+	}
+	sql := batchSQL(b)
+	n := opts.BatchSize
+	if cp.BatchSize > 0 {
+		n = min(max(cp.BatchSize, opts.MinBatch), opts.MaxBatch)
+	}
+	var (
+		durations   []time.Duration
+		active      time.Duration // time spent copying, pauses and rate waits excluded
+		nextAllowed time.Time
+		lastLog     time.Time
+		wasPaused   bool
+	)
+	p := Progress{Scanned: cp.RowsScanned, Copied: cp.RowsCopied, Linked: cp.RowsLinked, Rejected: cp.RowsRejected,
+		Total: cp.TotalRows, LastID: cp.LastID, MaxID: cp.MaxID, BatchSize: n}
+	report := func(force bool) {
+		if opts.Progress != nil {
+			opts.Progress(p)
+		}
+		if force || time.Since(lastLog) >= opts.LogEvery {
+			opts.Logger.Info("phase3 copy", "scanned", p.Scanned, "total", p.Total, "copied", p.Copied, "linked", p.Linked,
+				"rejected", p.Rejected, "last_id", p.LastID, "max_id", p.MaxID, "rate", int(p.Rate), "eta", p.ETA.Round(time.Second),
+				"batch", p.BatchSize, "paused", p.Paused, "done", p.Done)
+			lastLog = time.Now()
+		}
+	}
+	defer func() { res.BatchP50, res.BatchP99, res.BatchMax = percentiles(durations) }()
+	for {
+		if err := ctx.Err(); err != nil {
+			res.Stopped = true
+			return fmt.Errorf("phase3 copy: stopped after batch %d at job id %d (run copy again to resume): %w", cp.Batches+res.Batches, p.LastID, err)
+		}
+		c, err := readControl(ctx, pool)
+		if err != nil {
+			return fmt.Errorf("phase3 copy: read %s: %w", ControlTable, err)
+		}
+		if c.paused {
+			if !wasPaused {
+				p.Paused, wasPaused = true, true
+				opts.Logger.Info("phase3 copy: paused (UPDATE spine_phase3_control SET paused = false, or `spine-migrate phase3 resume`, to go on)", "last_id", p.LastID)
+				report(true)
+			}
+			t0 := time.Now()
+			sleep(ctx, pollEvery)
+			res.Paused += time.Since(t0)
+			continue
+		}
+		if wasPaused {
+			p.Paused, wasPaused = false, false
+			nextAllowed = time.Time{}
+			opts.Logger.Info("phase3 copy: resumed", "last_id", p.LastID)
+		}
+		rate := opts.MaxRate
+		if c.maxRate > 0 {
+			rate = c.maxRate
+		}
+		p.MaxRate = rate
+		size := n
+		if rate > 0 {
+			size = min(size, max(opts.MinBatch, int(float64(rate)*opts.TargetBatch.Seconds())))
+			if wait := time.Until(nextAllowed); wait > 0 {
+				sleep(ctx, min(wait, pollEvery))
+				continue
+			}
+		}
+
+		t0 := time.Now()
+		var bc batchCounts
+		attempts, err := withRetries(ctx, pool, opts, "copy batch", func(ctx context.Context, tx pgx.Tx) error {
+			var err error
+			bc, err = copyBatch(ctx, tx, sql, p.LastID, p.MaxID, size, p.Rate)
+			return err
+		})
+		res.Retries += attempts - 1
+		if err != nil {
+			return fmt.Errorf("phase3 copy: batch %d (ids after %d): %w", cp.Batches+res.Batches+1, p.LastID, err)
+		}
+		d := time.Since(t0)
+		if bc.done {
+			p.Done, p.LastID, p.ETA = true, p.MaxID, 0
+			res.LastID = p.MaxID
+			report(true)
+			return nil
+		}
+		active += d
+		durations = append(durations, d)
+		res.Batches++
+		res.RowsScanned += bc.scanned
+		res.RowsCopied += bc.copied
+		res.RowsLinked += bc.linked
+		res.RowsRejected += bc.rejected
+		res.LastID = bc.hi
+		if rate > 0 {
+			if nextAllowed.IsZero() || nextAllowed.Before(t0) {
+				nextAllowed = t0
+			}
+			nextAllowed = nextAllowed.Add(time.Duration(float64(bc.scanned) / float64(rate) * float64(time.Second)))
+		}
+		// Adapt: the per-job cost of this batch, aimed at TargetBatch, moving
+		// at most 2x per batch so that one odd batch cannot swing it.
+		if bc.scanned > 0 {
+			perJob := d / time.Duration(bc.scanned)
+			if perJob > 0 {
+				want := int(opts.TargetBatch / perJob)
+				n = min(max(want, n/2, opts.MinBatch), 2*n, opts.MaxBatch)
+			}
+		}
+		p.Scanned += bc.scanned
+		p.Copied += bc.copied
+		p.Linked += bc.linked
+		p.Rejected += bc.rejected
+		p.LastID, p.BatchSize = bc.hi, n
+		if secs := active.Seconds(); secs > 0 {
+			p.Rate = float64(res.RowsScanned) / secs
+			if p.Rate > 0 && p.Total > p.Scanned {
+				eff := p.Rate
+				if rate > 0 {
+					eff = min(eff, float64(rate))
+				}
+				p.ETA = time.Duration(float64(p.Total-p.Scanned) / eff * float64(time.Second))
+			} else {
+				p.ETA = 0
+			}
+		}
+		report(false)
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+func percentiles(ds []time.Duration) (p50, p99, maxD time.Duration) {
+	if len(ds) == 0 {
+		return 0, 0, 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	at := func(q float64) time.Duration { return s[min(len(s)-1, int(q*float64(len(s))))] }
+	return at(0.5), at(0.99), s[len(s)-1]
+}
+
+func countRejects(ctx context.Context, q querier) (int64, error) {
+	var n int64
+	if ok, err := tableExists(ctx, q, RejectsTable); err != nil || !ok {
+		return 0, err
+	}
+	err := q.QueryRow(ctx, "SELECT count(*) FROM spine_phase3_rejects").Scan(&n)
+	return n, err
+}

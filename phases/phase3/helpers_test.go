@@ -1,0 +1,354 @@
+package phase3_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/spinecore/spine-go/adapters/capturespine"
+	"github.com/spinecore/spine-go/core"
+	"github.com/spinecore/spine-go/internal/seed"
+	"github.com/spinecore/spine-go/internal/testsvc"
+	"github.com/spinecore/spine-go/phases/phase1"
+	"github.com/spinecore/spine-go/phases/phase3"
+)
+
+// seeded is the database most tests start from: every job status and type,
+// NULL payloads, unicode, and jobs sharing a Celery task id with an execution.
+var seeded = seed.Options{Executions: 600, Jobs: 3000, Seed: 23}
+
+type bundle struct {
+	t    *testing.T
+	ctx  context.Context
+	url  string
+	pool *pgxpool.Pool
+	sum  seed.Summary
+	opts phase3.Options
+}
+
+// setup is a seeded Capture-Spine database with phase 1 applied, as phase 3
+// expects it.
+func setup(t *testing.T) *bundle {
+	t.Helper()
+	url, sum := testsvc.NewSeededCaptureSpineDatabase(t, seeded)
+	pool, err := pgxpool.New(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	b := &bundle{t: t, ctx: context.Background(), url: url, pool: pool, sum: sum,
+		opts: phase3.Options{Logger: slog.New(slog.DiscardHandler), BatchSize: 300}}
+	if _, err := phase1.Apply(b.ctx, pool, phase1.Options{Logger: slog.New(slog.DiscardHandler), BatchSize: 5000}); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func (b *bundle) exec(sql string, args ...any) {
+	b.t.Helper()
+	if _, err := b.pool.Exec(b.ctx, sql, args...); err != nil {
+		b.t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func (b *bundle) count(sql string, args ...any) int64 {
+	b.t.Helper()
+	var n int64
+	if err := b.pool.QueryRow(b.ctx, sql, args...).Scan(&n); err != nil {
+		b.t.Fatalf("%s: %v", sql, err)
+	}
+	return n
+}
+
+func (b *bundle) copy() phase3.CopyResult {
+	b.t.Helper()
+	res, err := phase3.Copy(b.ctx, b.pool, b.opts)
+	if err != nil {
+		b.t.Fatalf("copy: %v (%+v)", err, res)
+	}
+	return res
+}
+
+func (b *bundle) verifyOK() phase3.VerifyReport {
+	b.t.Helper()
+	r, err := phase3.Verify(b.ctx, b.pool, b.opts)
+	if err != nil {
+		b.t.Fatalf("verify: %v", err)
+	}
+	if !r.OK() {
+		var w strings.Builder
+		r.Write(&w)
+		b.t.Fatalf("verify is not OK:\n%s", w.String())
+	}
+	return r
+}
+
+// awkwardJobs are rows beyond the seed's: non-object payloads, unicode and
+// quotes everywhere, a JSON null result, an empty error, extreme values,
+// ids far beyond the sequence (gaps of millions and of 2^40).
+const awkwardJobs = `INSERT INTO jobs (id, job_type, status, celery_task_id, user_id, queue, payload, result,
+	error_message, progress, attempts, created_at, started_at, finished_at, updated_at) VALUES
+	(10000000, 'backup', 'failure', '', NULL, 'o''brien "q"', '[1, 2, {"a": null}]', 'null', '', 0, 2147483647,
+	 '2025-01-01 00:00:00.000001+00', NULL, '2025-01-01 00:00:00+00', '2025-01-02 03:04:05.1+02'),
+	(10000001, 'recommendations', 'revoked', 'täsk-ü', '00000000-0000-0000-0000-000000000000', 'backfill', '"just a string"',
+	 '{"emoji": "📈", "big": 123456789012345678901234567890}', 'Zürich – 東京\nline 2', 100, 0,
+	 '1999-12-31 23:59:59.999999+00', '2000-01-01 00:00:00+00', NULL, '2000-01-01 00:00:00+00'),
+	(1099511627776, 'sync_environments', 'retry', NULL, NULL, NULL, '{}', NULL, NULL, NULL, 3,
+	 '2025-06-01 12:00:00+00', NULL, NULL, '2025-06-01 12:00:00.5+00'),
+	(1099511627777, 'copilot_sync', 'success', 'big-payload', NULL, 'copilot',
+	 (SELECT jsonb_build_object('blob', repeat('x', 1048576), 'n', 9007199254740993)), '{"ok": true}', NULL, 100, 1,
+	 '2025-06-01 12:00:00+00', '2025-06-01 12:00:01+00', '2025-06-01 12:00:02+00', '2025-06-01 12:00:03+00')`
+
+// jobColumns is the jobs table in Job's field order.
+const jobColumns = `id, job_type, status, celery_task_id, user_id::text, queue, payload, result,
+	error_message, progress, attempts, created_at, started_at, finished_at, updated_at`
+
+func scanJob(rows pgx.CollectableRow) (capturespine.Job, error) {
+	var j capturespine.Job
+	var payload, result []byte
+	var attempts int32
+	err := rows.Scan(&j.ID, &j.JobType, &j.Status, &j.CeleryTaskID, &j.UserID, &j.Queue, &payload, &result,
+		&j.ErrorMessage, &j.Progress, &attempts, &j.CreatedAt, &j.StartedAt, &j.FinishedAt, &j.UpdatedAt)
+	j.Payload, j.Result, j.Attempts = payload, result, int(attempts)
+	j.CreatedAt, j.UpdatedAt = j.CreatedAt.UTC(), j.UpdatedAt.UTC()
+	j.StartedAt, j.FinishedAt = utc(j.StartedAt), utc(j.FinishedAt)
+	return j, err
+}
+
+// executionColumns are JobSQL.Columns, feed_id as text.
+var executionColumns = func() string {
+	q, err := capturespine.DefaultJobMapping().SQL("j", 1)
+	if err != nil {
+		panic(err)
+	}
+	return strings.ReplaceAll(strings.Join(q.Columns, ", "), "feed_id", "feed_id::text")
+}()
+
+// scanExecution reads the columns of JobSQL.Columns, in that order.
+func scanExecution(rows pgx.CollectableRow) (capturespine.Execution, error) {
+	var e capturespine.Execution
+	var params, result, metadata, tags []byte
+	var status, kind, priority string
+	var retryCount, maxRetries int32
+	var delay float64
+	err := rows.Scan(&e.ExecutionID, &e.PipelineName, &params, &e.Lane, &e.TriggerSource, &status,
+		&e.BackendTaskID, &e.FeedID, &retryCount, &result, &e.Error, &e.CreatedAt, &e.StartedAt, &e.CompletedAt,
+		&kind, &priority, &maxRetries, &delay, &metadata, &tags)
+	if err != nil {
+		return e, err
+	}
+	e.Status, e.Kind, e.Priority = capturespine.ExecutionStatus(status), core.Kind(kind), core.Priority(priority)
+	e.RetryCount, e.MaxRetries = int(retryCount), int(maxRetries)
+	e.RetryDelay = time.Duration(delay * float64(time.Second))
+	e.Result = result
+	e.CreatedAt, e.StartedAt, e.CompletedAt = e.CreatedAt.UTC(), utc(e.StartedAt), utc(e.CompletedAt)
+	if e.Params, err = core.DecodeObject(params); err != nil {
+		return e, err
+	}
+	if e.Metadata, err = core.DecodeObject(metadata); err != nil {
+		return e, err
+	}
+	return e, json.Unmarshal(tags, &e.Tags)
+}
+
+func utc(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+// normaliseJSON re-decodes the maps Go built, so numbers compare as the
+// json.Number a database read gives.
+func normaliseJSON(t *testing.T, e capturespine.Execution) capturespine.Execution {
+	t.Helper()
+	for _, m := range []*map[string]any{&e.Params, &e.Metadata} {
+		b, err := json.Marshal(*m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if *m, err = core.DecodeObject(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return e
+}
+
+// sameRow reports whether two values are equal field by field, a nil map
+// equal to the empty one (the table stores both as {}).
+func sameRow(want, got any) bool {
+	w, g := normaliseMaps(reflect.ValueOf(want)), normaliseMaps(reflect.ValueOf(got))
+	return reflect.DeepEqual(w.Interface(), g.Interface())
+}
+
+func normaliseMaps(v reflect.Value) reflect.Value {
+	if v.Kind() != reflect.Struct {
+		return v
+	}
+	out := reflect.New(v.Type()).Elem()
+	out.Set(v)
+	for i := range out.NumField() {
+		f := out.Field(i)
+		if !f.CanSet() {
+			continue
+		}
+		switch {
+		case f.Kind() == reflect.Map && f.IsNil():
+			f.Set(reflect.MakeMap(f.Type()))
+		case f.Kind() == reflect.Struct:
+			f.Set(normaliseMaps(f))
+		}
+	}
+	return out
+}
+
+// oracle is the Go side of every correctness test: it reads the final jobs
+// table and maps it with the Go adapter and the link rule, then demands
+// that executions hold exactly that, row for row:
+//   - a job sharing its Celery task id with native executions (ones phase
+//     3 did not write) has no execution, and each of those lists its id in
+//     metadata.legacy_job_ids;
+//   - a job the mapping does not know has no execution and a reject row;
+//   - every other job has exactly the execution m.Execution gives;
+//   - nothing else: no execution for a job that is gone, no stray link.
+type oracle struct {
+	Jobs, Migrated, Linked, Rejected int
+}
+
+func (b *bundle) checkAgainstGo(m capturespine.JobMapping) oracle {
+	b.t.Helper()
+	t := b.t
+	rows, err := b.pool.Query(b.ctx, "SELECT "+jobColumns+" FROM jobs ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs, err := pgx.CollectRows(rows, scanJob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err = b.pool.Query(b.ctx, "SELECT "+executionColumns+" FROM executions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	execs, err := pgx.CollectRows(rows, scanExecution)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err = b.pool.Query(b.ctx, "SELECT job_id FROM spine_phase3_rejects")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rejects, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	natives := map[string][]string{} // task id -> native execution ids
+	migrated := map[string]capturespine.Execution{}
+	links := map[string][]int64{} // native execution -> legacy_job_ids
+	for _, e := range execs {
+		if _, ok := e.Metadata["legacy_job_type"]; ok {
+			migrated[e.ExecutionID] = e
+			continue
+		}
+		if e.BackendTaskID != nil {
+			natives[*e.BackendTaskID] = append(natives[*e.BackendTaskID], e.ExecutionID)
+		}
+		if ids, ok := e.Metadata["legacy_job_ids"].([]any); ok {
+			for _, id := range ids {
+				n, err := id.(json.Number).Int64()
+				if err != nil {
+					t.Fatalf("execution %s: legacy_job_ids holds %v", e.ExecutionID, id)
+				}
+				links[e.ExecutionID] = append(links[e.ExecutionID], n)
+			}
+			if len(ids) == 0 || !slices.IsSorted(links[e.ExecutionID]) {
+				t.Errorf("execution %s: legacy_job_ids %v is empty or unsorted", e.ExecutionID, ids)
+			}
+		}
+	}
+
+	var o oracle
+	wantLinks := map[string][]int64{}
+	wantRejects := map[int64]bool{}
+	seen := map[string]bool{}
+	bad := 0
+	fail := func(format string, args ...any) {
+		if bad++; bad <= 10 {
+			t.Errorf(format, args...)
+		}
+	}
+	for _, j := range jobs {
+		o.Jobs++
+		id := capturespine.JobExecutionID(j.ID)
+		if j.CeleryTaskID != nil && len(natives[*j.CeleryTaskID]) > 0 {
+			o.Linked++
+			for _, n := range natives[*j.CeleryTaskID] {
+				wantLinks[n] = append(wantLinks[n], j.ID)
+			}
+			if _, ok := migrated[id]; ok {
+				fail("job %d is linked to %v and also has execution %s: duplicated", j.ID, natives[*j.CeleryTaskID], id)
+			}
+			continue
+		}
+		want, err := m.Execution(j)
+		if errors.Is(err, capturespine.ErrUnknownValue) {
+			o.Rejected++
+			wantRejects[j.ID] = true
+			if _, ok := migrated[id]; ok {
+				fail("unmapped job %d has execution %s", j.ID, id)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("job %d: %v", j.ID, err)
+		}
+		o.Migrated++
+		seen[id] = true
+		got, ok := migrated[id]
+		if !ok {
+			fail("job %d (%s/%s): execution %s missing", j.ID, j.JobType, j.Status, id)
+			continue
+		}
+		if want = normaliseJSON(t, want); !sameRow(want, got) {
+			fail("job %d: execution differs from the Go mapping\nwant %#v\ngot  %#v", j.ID, want, got)
+		}
+	}
+	for id, e := range migrated {
+		if !seen[id] {
+			fail("execution %s (legacy job %v) stands for no job", id, e.Metadata["legacy_job_id"])
+		}
+	}
+	for n := range wantLinks {
+		slices.Sort(wantLinks[n])
+	}
+	if !reflect.DeepEqual(links, wantLinks) && !(len(links) == 0 && len(wantLinks) == 0) {
+		fail("links differ:\nwant %v\ngot  %v", wantLinks, links)
+	}
+	gotRejects := map[int64]bool{}
+	for _, r := range rejects {
+		gotRejects[r] = true
+	}
+	if !reflect.DeepEqual(gotRejects, wantRejects) && !(len(gotRejects) == 0 && len(wantRejects) == 0) {
+		fail("rejects: want %v, got %v", wantRejects, gotRejects)
+	}
+	if bad > 10 {
+		t.Errorf("... %d differences in all", bad)
+	}
+	return o
+}
+
+func (o oracle) String() string {
+	return fmt.Sprintf("%d jobs: %d migrated, %d linked, %d rejected", o.Jobs, o.Migrated, o.Linked, o.Rejected)
+}

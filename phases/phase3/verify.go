@@ -1,0 +1,402 @@
+package phase3
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// ErrNotCopied is returned by Verify and Repair before a copy has set its bound.
+var ErrNotCopied = errors.New("phase3: no copy has begun on this database (spine-migrate phase3 copy --execute)")
+
+// VerifyReport is what Verify found, from one snapshot.
+type VerifyReport struct {
+	// Complete is true when the copy had finished, so every job was
+	// compared; otherwise only the jobs the copy had passed, and those above
+	// its bound (which the trigger alone carries), were.
+	Complete bool   `json:"complete"`
+	Scope    string `json:"scope"`
+	Jobs     int64  `json:"jobs"`
+	// Expected and actual counts, by kind: executions written for jobs,
+	// links from native executions, unmapped jobs listed as rejects.
+	ExpectedExecutions int64 `json:"expected_executions"`
+	ActualExecutions   int64 `json:"actual_executions"`
+	ExpectedLinks      int64 `json:"expected_links"`
+	ActualLinks        int64 `json:"actual_links"`
+	Unmapped           int64 `json:"unmapped"`
+	Chunks             int   `json:"chunks"`
+	ChunkIDs           int64 `json:"chunk_ids"`
+	// Mismatches are the id ranges whose hashes differ, adjacent chunks merged.
+	Mismatches []Mismatch    `json:"mismatches"`
+	Elapsed    time.Duration `json:"elapsed_ns"`
+}
+
+// Mismatch is an id range where the executions do not match the jobs.
+type Mismatch struct {
+	FirstID      int64     `json:"first_id"`
+	LastID       int64     `json:"last_id"`
+	ExpectedRows int64     `json:"expected_rows"`
+	ActualRows   int64     `json:"actual_rows"`
+	Jobs         []JobDiff `json:"jobs"` // the first differing job ids
+}
+
+// JobDiff is one job whose execution state differs: "missing" (no
+// execution, link or reject stands for it), "unexpected" (one stands for a
+// job that does not exist) or "differs".
+type JobDiff struct {
+	JobID   int64  `json:"job_id"`
+	Problem string `json:"problem"`
+}
+
+// OK says the executions match the jobs, every job is mapped and the copy
+// is complete.
+func (r VerifyReport) OK() bool { return r.Complete && len(r.Mismatches) == 0 && r.Unmapped == 0 }
+
+// Err explains why the report is not OK.
+func (r VerifyReport) Err() error {
+	var why []string
+	if len(r.Mismatches) > 0 {
+		var ranges []string
+		for _, m := range r.Mismatches {
+			ranges = append(ranges, fmt.Sprintf("%d-%d", m.FirstID, m.LastID))
+		}
+		why = append(why, fmt.Sprintf("%d id ranges differ (%s): spine-migrate phase3 verify --repair --execute re-copies them", len(ranges), strings.Join(ranges, ", ")))
+	}
+	if r.Unmapped > 0 {
+		why = append(why, fmt.Sprintf("%d jobs have a type or status the mapping does not know (listed in %s): add them with %s and run phase3 copy --execute again", r.Unmapped, RejectsTable, MappingFlag))
+	}
+	if !r.Complete {
+		why = append(why, "the copy has not finished: "+r.Scope)
+	}
+	if len(why) == 0 {
+		return nil
+	}
+	return fmt.Errorf("phase3 verify: %s", strings.Join(why, "; "))
+}
+
+// verifySQL is the comparison, over the jobs whose id satisfies the scope:
+// "expected" is what the mapping and the link rule make of the jobs,
+// "actual" what executions (and the rejects list) hold for them, each row
+// as (kind, job id, 64-bit hash). Kinds: x an execution, l a link, u an
+// unmapped job.
+type verifySQL struct {
+	with string // WITH … expected, actual
+}
+
+func buildVerifySQL(b boundMapping, types map[string]string, rowHash func([]string) string, scope func(string) string) (verifySQL, error) {
+	var want, have []string
+	for _, c := range b.Columns {
+		t, ok := types[c]
+		if !ok {
+			return verifySQL{}, fmt.Errorf("phase3 verify: executions has no column %s: apply phase 1 first", c)
+		}
+		q := pgx.Identifier{c}.Sanitize()
+		want = append(want, "m."+q+"::"+t)
+		have = append(have, "e."+q)
+	}
+	legacyID := "(e.metadata ->> 'legacy_job_id')::bigint"
+	return verifySQL{with: fmt.Sprintf(`
+WITH natives AS MATERIALIZED (
+    SELECT backend_task_id AS task_id, array_agg(execution_id ORDER BY execution_id) AS ids
+    FROM executions
+    WHERE backend_task_id IS NOT NULL AND NOT (metadata ? '%[1]s')
+    GROUP BY backend_task_id
+), base AS MATERIALIZED (
+    SELECT m.spine_k AS k, m.spine_natives AS natives,
+           CASE WHEN m.spine_natives IS NOT NULL THEN NULL
+                WHEN m.spine_mapped THEN %[2]s
+                ELSE hashtextextended('unmapped ' || m.spine_k, 0) END AS h,
+           CASE WHEN m.spine_mapped THEN 'x' ELSE 'u' END AS kind
+    FROM (SELECT j.id AS spine_k, n.ids AS spine_natives, %[3]s AS spine_mapped, %[4]s
+          FROM jobs AS j CROSS JOIN (SELECT * FROM spine_phase3_mapping LIMIT 1) AS spine_map
+          LEFT JOIN natives AS n ON n.task_id = j.celery_task_id
+          WHERE %[5]s) AS m
+), expected AS (
+    SELECT kind, k, h FROM base WHERE h IS NOT NULL
+    UNION ALL
+    SELECT 'l', b.k, hashtextextended('link ' || b.k || ' ' || x::text, 0)
+    FROM base AS b CROSS JOIN LATERAL unnest(b.natives) AS x
+), actual AS (
+    SELECT 'x' AS kind, %[6]s AS k, %[7]s AS h
+    FROM executions AS e
+    WHERE e.metadata ? '%[1]s' AND %[8]s
+    UNION ALL
+    SELECT 'l', (v #>> '{}')::bigint, hashtextextended('link ' || (v #>> '{}') || ' ' || e.execution_id::text, 0)
+    FROM executions AS e CROSS JOIN LATERAL jsonb_array_elements(e.metadata -> 'legacy_job_ids') AS v
+    WHERE e.metadata ? 'legacy_job_ids' AND %[9]s
+    UNION ALL
+    SELECT 'u', r.job_id, hashtextextended('unmapped ' || r.job_id, 0)
+    FROM spine_phase3_rejects AS r
+    WHERE %[10]s
+)`, metaMigrated, rowHash(want), mappedSQL("j"), b.Select, scope("j.id"),
+		legacyID, rowHash(have), scope(legacyID), scope("(v #>> '{}')::bigint"), scope("r.job_id"))}, nil
+}
+
+// chunkSQL groups expected and actual by chunk ($1 ids wide) and kind.
+func (v verifySQL) chunkSQL() string {
+	return v.with + `
+SELECT side, kind, ((k - (((k % $1) + $1) % $1)) / $1) AS chunk, count(*), sum(h)::text
+FROM (SELECT 'e' AS side, kind, k, h FROM expected UNION ALL SELECT 'a', kind, k, h FROM actual
+      UNION ALL SELECT 'j', 'j', k, 0 FROM base) AS x
+GROUP BY 1, 2, 3`
+}
+
+// jobSQL groups expected and actual by job id, within the ranges $1, $2 (arrays of bounds).
+func (v verifySQL) jobSQL() string {
+	return v.with + `
+SELECT side, k, count(*), sum(h)::text
+FROM (SELECT 'e' AS side, k, h FROM expected UNION ALL SELECT 'a', k, h FROM actual) AS x
+WHERE EXISTS (SELECT 1 FROM unnest($1::bigint[], $2::bigint[]) AS r(lo, hi) WHERE x.k BETWEEN r.lo AND r.hi)
+GROUP BY 1, 2`
+}
+
+// rowHashSQL hashes a row of the given expressions: hash_record_extended
+// where PostgreSQL has it (14+), else the first 64 bits of an MD5 of its text.
+func rowHashSQL(haveRecordHash bool) func([]string) string {
+	return func(fields []string) string {
+		row := "ROW(" + strings.Join(fields, ", ") + ")"
+		if haveRecordHash {
+			return "hash_record_extended(" + row + ", 0)"
+		}
+		return "('x' || substr(md5(" + row + "::text), 1, 16))::bit(64)::bigint"
+	}
+}
+
+// Verify compares the executions with the jobs they stand for, from one
+// snapshot (a REPEATABLE READ, read-only transaction): per chunk of
+// ChunkIDs job ids, the count and a sum of row hashes of what the mapping
+// and the link rule make of the jobs against what executions holds. It
+// names every differing range, and the first differing jobs in each.
+func Verify(ctx context.Context, pool *pgxpool.Pool, opts Options) (VerifyReport, error) {
+	return verify(ctx, pool, opts.withDefaults(), false)
+}
+
+func verify(ctx context.Context, pool *pgxpool.Pool, opts Options, forceTextHash bool) (VerifyReport, error) {
+	start := time.Now()
+	r := VerifyReport{ChunkIDs: opts.ChunkIDs}
+	tx, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	if err != nil {
+		return r, fmt.Errorf("phase3 verify: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, "SET LOCAL jit = off"); err != nil {
+		return r, fmt.Errorf("phase3 verify: %w", err)
+	}
+	cp, err := readCheckpoint(ctx, tx)
+	if err != nil {
+		return r, fmt.Errorf("phase3 verify: %w", err)
+	}
+	if !cp.BoundSet {
+		return r, ErrNotCopied
+	}
+	if ok, err := tableExists(ctx, tx, "jobs"); err != nil || !ok {
+		return r, fmt.Errorf("phase3 verify: table jobs is gone (phase 3 is %s): nothing to compare", map[bool]string{true: "cut over", false: "unknown"}[cp.CutOverAt != nil])
+	}
+	r.Complete = cp.FinishedAt != nil
+	scope := func(string) string { return "true" }
+	r.Scope = "all jobs"
+	if !r.Complete {
+		scope = func(k string) string { return fmt.Sprintf("(%[1]s <= %[2]d OR %[1]s > %[3]d)", k, cp.LastID, cp.MaxID) }
+		r.Scope = fmt.Sprintf("jobs with id <= %d (the checkpoint) or > %d (the copy's bound; the trigger alone carries those)", cp.LastID, cp.MaxID)
+	}
+	types, err := executionTypes(ctx, tx)
+	if err != nil {
+		return r, err
+	}
+	var haveRecordHash bool
+	if err := tx.QueryRow(ctx, "SELECT to_regprocedure('hash_record_extended(record, bigint)') IS NOT NULL").Scan(&haveRecordHash); err != nil {
+		return r, fmt.Errorf("phase3 verify: %w", err)
+	}
+	b, err := bindMapping()
+	if err != nil {
+		return r, err
+	}
+	v, err := buildVerifySQL(b, types, rowHashSQL(haveRecordHash && !forceTextHash), scope)
+	if err != nil {
+		return r, err
+	}
+
+	type agg struct {
+		n   int64
+		sum string
+	}
+	type key struct {
+		side  string
+		chunk int64
+	}
+	sides := map[key]agg{}
+	chunks := map[int64]bool{}
+	rows, err := tx.Query(ctx, v.chunkSQL(), opts.ChunkIDs)
+	if err != nil {
+		return r, fmt.Errorf("phase3 verify: compare chunks: %w", err)
+	}
+	var side, kind, sum string
+	var chunk, n int64
+	_, err = pgx.ForEachRow(rows, []any{&side, &kind, &chunk, &n, &sum}, func() error {
+		if side == "j" { // jobs compared, whatever became of them
+			r.Jobs += n
+			return nil
+		}
+		k := key{side, chunk}
+		a := sides[k]
+		a.n += n
+		// Sums of different kinds are kept apart by prefixing the kind.
+		a.sum += fmt.Sprintf("%s:%d:%s;", kind, n, sum)
+		sides[k] = a
+		chunks[chunk] = true
+		switch side + kind {
+		case "ex":
+			r.ExpectedExecutions += n
+		case "ax":
+			r.ActualExecutions += n
+		case "el":
+			r.ExpectedLinks += n
+		case "al":
+			r.ActualLinks += n
+		case "au":
+			r.Unmapped += n
+		}
+		return nil
+	})
+	if err != nil {
+		return r, fmt.Errorf("phase3 verify: compare chunks: %w", err)
+	}
+	r.Chunks = len(chunks)
+	// The kinds of one chunk arrive in no particular order: compare them
+	// as sorted lists.
+	norm := func(s string) string {
+		parts := strings.Split(strings.TrimSuffix(s, ";"), ";")
+		slices.Sort(parts)
+		return strings.Join(parts, ";")
+	}
+	for _, c := range slices.Sorted(maps.Keys(chunks)) {
+		e, a := sides[key{"e", c}], sides[key{"a", c}]
+		if e.n == a.n && norm(e.sum) == norm(a.sum) {
+			continue
+		}
+		lo, hi := c*opts.ChunkIDs, c*opts.ChunkIDs+opts.ChunkIDs-1
+		if last := len(r.Mismatches) - 1; last >= 0 && r.Mismatches[last].LastID == lo-1 {
+			r.Mismatches[last].LastID = hi
+			r.Mismatches[last].ExpectedRows += e.n
+			r.Mismatches[last].ActualRows += a.n
+			continue
+		}
+		r.Mismatches = append(r.Mismatches, Mismatch{FirstID: lo, LastID: hi, ExpectedRows: e.n, ActualRows: a.n})
+	}
+	if len(r.Mismatches) > 0 {
+		if err := r.listJobs(ctx, tx, v, opts.MaxListed); err != nil {
+			return r, err
+		}
+	}
+	r.Elapsed = time.Since(start)
+	return r, nil
+}
+
+// listJobs names the first differing jobs of each mismatching range.
+func (r *VerifyReport) listJobs(ctx context.Context, tx pgx.Tx, v verifySQL, limit int) error {
+	var los, his []int64
+	for _, m := range r.Mismatches {
+		los, his = append(los, m.FirstID), append(his, m.LastID)
+	}
+	rows, err := tx.Query(ctx, v.jobSQL(), los, his)
+	if err != nil {
+		return fmt.Errorf("phase3 verify: list differing jobs: %w", err)
+	}
+	type agg struct {
+		n   int64
+		sum string
+	}
+	exp, act := map[int64]agg{}, map[int64]agg{}
+	var side, sum string
+	var k, n int64
+	if _, err := pgx.ForEachRow(rows, []any{&side, &k, &n, &sum}, func() error {
+		if side == "e" {
+			exp[k] = agg{n, sum}
+		} else {
+			act[k] = agg{n, sum}
+		}
+		return nil
+	}); err != nil {
+		return fmt.Errorf("phase3 verify: list differing jobs: %w", err)
+	}
+	ids := slices.Sorted(maps.Keys(exp))
+	for k := range act {
+		if _, ok := exp[k]; !ok {
+			ids = append(ids, k)
+		}
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		e, inE := exp[id]
+		a, inA := act[id]
+		problem := ""
+		switch {
+		case inE && !inA:
+			problem = "missing"
+		case inA && !inE:
+			problem = "unexpected"
+		case e != a:
+			problem = "differs"
+		default:
+			continue
+		}
+		for i := range r.Mismatches {
+			m := &r.Mismatches[i]
+			if id >= m.FirstID && id <= m.LastID && len(m.Jobs) < limit {
+				m.Jobs = append(m.Jobs, JobDiff{JobID: id, Problem: problem})
+			}
+		}
+	}
+	return nil
+}
+
+// executionTypes maps each executions column to its SQL type.
+func executionTypes(ctx context.Context, q querier) (map[string]string, error) {
+	rows, err := q.Query(ctx, `SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute
+		WHERE attrelid = to_regclass('executions') AND attnum > 0 AND NOT attisdropped`)
+	if err != nil {
+		return nil, fmt.Errorf("phase3: executions columns: %w", err)
+	}
+	out := map[string]string{}
+	var name, typ string
+	_, err = pgx.ForEachRow(rows, []any{&name, &typ}, func() error { out[name] = typ; return nil })
+	if err != nil {
+		return nil, fmt.Errorf("phase3: executions columns: %w", err)
+	}
+	return out, nil
+}
+
+// Write prints the report for an operator.
+func (r VerifyReport) Write(w io.Writer) {
+	fmt.Fprintf(w, "Phase 3 verify (one snapshot, read-only) of %s: %d jobs in %d chunks of %d ids, %s\n",
+		r.Scope, r.Jobs, r.Chunks, r.ChunkIDs, r.Elapsed.Round(time.Millisecond))
+	fmt.Fprintf(w, "  executions for jobs: %d expected, %d found\n", r.ExpectedExecutions, r.ActualExecutions)
+	fmt.Fprintf(w, "  links from Capture-Spine's executions: %d expected, %d found\n", r.ExpectedLinks, r.ActualLinks)
+	if r.Unmapped > 0 {
+		fmt.Fprintf(w, "  unmapped jobs (in %s): %d\n", RejectsTable, r.Unmapped)
+	}
+	for _, m := range r.Mismatches {
+		fmt.Fprintf(w, "  MISMATCH ids %d-%d: %d rows expected, %d found", m.FirstID, m.LastID, m.ExpectedRows, m.ActualRows)
+		var jobs []string
+		for _, j := range m.Jobs {
+			jobs = append(jobs, fmt.Sprintf("%d %s", j.JobID, j.Problem))
+		}
+		if len(jobs) > 0 {
+			fmt.Fprintf(w, " (jobs: %s)", strings.Join(jobs, ", "))
+		}
+		fmt.Fprintln(w)
+	}
+	if err := r.Err(); err != nil {
+		fmt.Fprintf(w, "NOT OK: %v\n", strings.TrimPrefix(err.Error(), "phase3 verify: "))
+		return
+	}
+	fmt.Fprintln(w, "OK: every job is in executions exactly as the mapping says.")
+}
