@@ -7,6 +7,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/spinecore/spine-go/phases/phase1"
+	"github.com/spinecore/spine-go/phases/phase2"
+	"github.com/spinecore/spine-go/phases/phase3"
 	"github.com/spinecore/spine-go/sqlmigrations"
 )
 
@@ -32,6 +34,8 @@ type statusView struct {
 	Migrations migrationsView `json:"migrations"`
 	Phases     []phaseSummary `json:"phases"`
 	Phase1     phase1.State   `json:"phase1"`
+	Phase2     phase2.State   `json:"phase2"`
+	Phase3     phase3.State   `json:"phase3"`
 }
 
 type migrationsView struct {
@@ -64,14 +68,33 @@ func (a *app) statusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// Phase 2's counters and queue lag live in Redis: read them when a
+			// broker is configured, else report what PostgreSQL holds.
+			p2opts := phase2.StatusOptions{}
+			if a.redisURL != "" {
+				rdb, _, _, err := a.broker(cmd, &celeryFlags{})
+				if err != nil {
+					return err
+				}
+				defer rdb.Close()
+				p2opts.Broker = rdb
+			}
+			p2, err := phase2.Status(cmd.Context(), pool, p2opts)
+			if err != nil {
+				return err
+			}
+			p3, err := phase3.Status(cmd.Context(), pool)
+			if err != nil {
+				return err
+			}
 			v := statusView{
 				Database:   a.describeDatabase(pool.Config()),
 				Migrations: migrationsView{Known: len(sqlmigrations.All()), Steps: migrationViews(st)},
-				Phase1:     p1,
+				Phase1:     p1, Phase2: p2, Phase3: p3,
 				Phases: []phaseSummary{
 					{Phase: "phase1", State: phase1Summary(p1)},
-					{Phase: "phase2", State: "not built yet (issue #7)"},
-					{Phase: "phase3", State: "not built yet (issue #6)"},
+					{Phase: "phase2", State: p2.Summary()},
+					{Phase: "phase3", State: p3.Summary()},
 				},
 			}
 			for _, s := range st {
