@@ -1,6 +1,7 @@
 // Command demo is what `make demo` runs: throwaway PostgreSQL and Redis, a
 // seeded Capture-Spine database, phase 1 planned, applied and verified with the
-// real spine-migrate binary, and runs submitted through core's dispatcher on the
+// real spine-migrate binary, phase 2 routes set, the legacy jobs copied by
+// phase 3 and verified, and runs submitted through core's dispatcher on the
 // PostgreSQL ledger, printed as an operator would read them. Everything it
 // starts is torn down at the end.
 package main
@@ -37,7 +38,7 @@ func main() {
 	}
 }
 
-func step(n int, title string) { fmt.Printf("\n[%d/6] %s\n", n, title) }
+func step(n int, title string) { fmt.Printf("\n[%d/8] %s\n", n, title) }
 
 func run(ctx context.Context) error {
 	fmt.Println("spine-go demo: Capture-Spine onto spine-core run tracking, on throwaway servers")
@@ -110,7 +111,36 @@ func run(ctx context.Context) error {
 		return err
 	}
 
-	step(6, "spine-migrate status")
+	step(6, "Phase 2 routes: shadow one bypass task, start another at 25% reroute (the side-car reads them)")
+	for _, args := range [][]string{
+		{"phase2", "set", "app.tasks.backup.run_backup_for_user", "--mode", "shadow", "--percent", "100", "--queue", "backups"},
+		{"phase2", "set", "app.tasks.sync.sync_environments", "--mode", "reroute", "--percent", "25"},
+		{"phase2", "routes"},
+	} {
+		if out, err = runCLI(ctx, bin, env, args...); err != nil {
+			return err
+		}
+		fmt.Print(indent(out))
+	}
+	if out, err = runCLI(ctx, bin, env, "phase2", "celery-config"); err != nil {
+		return err
+	}
+	fmt.Println("      the Celery config that sends the bypass tasks to the side-car (first lines):")
+	for i, line := range strings.Split(out, "\n") {
+		if i < 8 {
+			fmt.Println("        " + line)
+		}
+	}
+
+	step(7, "Phase 3: copy the legacy jobs into executions online, then verify")
+	for _, args := range [][]string{{"phase3", "copy", "--execute"}, {"phase3", "verify"}} {
+		if out, err = runCLI(ctx, bin, env, args...); err != nil {
+			return err
+		}
+		fmt.Print(indent(out))
+	}
+
+	step(8, "spine-migrate status")
 	if out, err = runCLI(ctx, bin, env, "status"); err != nil {
 		return err
 	}
