@@ -6,7 +6,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 # faster there than on a slow disk. Elsewhere they stay in $TMPDIR.
 export SPINE_TESTSVC_TMPDIR ?= $(shell [ -w /dev/shm ] && [ "$$(df -Pk /dev/shm | awk 'NR==2 {print $$4}')" -ge 2097152 ] 2>/dev/null && echo /dev/shm)
 
-.PHONY: all build test vet demo deps bench bench-submit bench-phase3 chaos-phase2 fmt clean
+.PHONY: all build test vet demo deps bench bench-submit bench-phase3 bench-sidecar chaos-phase2 fmt clean
 
 all: build
 
@@ -29,13 +29,16 @@ test: deps vet
 demo: deps
 	$(GO) run ./internal/demo
 
-bench: bench-submit bench-phase3
+bench: bench-submit bench-phase3 bench-sidecar
 
 bench-submit: deps
 	$(GO) run ./bench/submitrate
 
 bench-phase3: deps
 	bench/phase3copy.sh
+
+bench-sidecar: deps
+	bench/sidecar.sh
 
 chaos-phase2: deps
 	testdata/phase2/chaos.sh
