@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
-	"reflect"
 	"testing"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 
 	"github.com/spinecore/spine-go/adapters/capturespine"
 	"github.com/spinecore/spine-go/core"
+	"github.com/spinecore/spine-go/internal/capturespinetest"
 	"github.com/spinecore/spine-go/internal/testsvc"
 )
 
@@ -131,33 +131,11 @@ func (g gen) execution(status capturespine.ExecutionStatus, lane string) capture
 	return e
 }
 
-// sameRow compares two values field by field, treating a nil map as the
-// empty one: the table stores both as {}.
+// sameRow fails the test unless want and got are the same row (a nil map
+// equal to the empty one: the table stores both as {}).
 func sameRow(t *testing.T, want, got any) {
 	t.Helper()
-	w, g := normaliseMaps(reflect.ValueOf(want)), normaliseMaps(reflect.ValueOf(got))
-	if !reflect.DeepEqual(w.Interface(), g.Interface()) {
+	if !capturespinetest.SameRow(want, got) {
 		t.Fatalf("round trip changed the value\nwant %#v\ngot  %#v", want, got)
 	}
-}
-
-func normaliseMaps(v reflect.Value) reflect.Value {
-	if v.Kind() != reflect.Struct {
-		return v
-	}
-	out := reflect.New(v.Type()).Elem()
-	out.Set(v)
-	for i := range out.NumField() {
-		f := out.Field(i)
-		if !f.CanSet() {
-			continue
-		}
-		switch {
-		case f.Kind() == reflect.Map && f.IsNil():
-			f.Set(reflect.MakeMap(f.Type()))
-		case f.Kind() == reflect.Struct:
-			f.Set(normaliseMaps(f))
-		}
-	}
-	return out
 }

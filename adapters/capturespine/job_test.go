@@ -17,6 +17,7 @@ import (
 
 	"github.com/spinecore/spine-go/adapters/capturespine"
 	"github.com/spinecore/spine-go/core"
+	"github.com/spinecore/spine-go/internal/capturespinetest"
 	"github.com/spinecore/spine-go/internal/seed"
 	"github.com/spinecore/spine-go/internal/testsvc"
 	"github.com/spinecore/spine-go/sqlmigrations"
@@ -192,73 +193,6 @@ func TestPriorityForLaneSQLEqualsGo(t *testing.T) {
 	}
 }
 
-// jobColumns is the jobs table in Job's field order.
-const jobColumns = `id, job_type, status, celery_task_id, user_id::text, queue, payload, result,
-	error_message, progress, attempts, created_at, started_at, finished_at, updated_at`
-
-func scanJob(rows pgx.CollectableRow) (capturespine.Job, error) {
-	var j capturespine.Job
-	var payload, result []byte
-	var attempts int32
-	err := rows.Scan(&j.ID, &j.JobType, &j.Status, &j.CeleryTaskID, &j.UserID, &j.Queue, &payload, &result,
-		&j.ErrorMessage, &j.Progress, &attempts, &j.CreatedAt, &j.StartedAt, &j.FinishedAt, &j.UpdatedAt)
-	j.Payload, j.Result, j.Attempts = payload, result, int(attempts)
-	j.CreatedAt, j.UpdatedAt = j.CreatedAt.UTC(), j.UpdatedAt.UTC()
-	j.StartedAt, j.FinishedAt = utc(j.StartedAt), utc(j.FinishedAt)
-	return j, err
-}
-
-// scanExecution reads the columns of JobSQL.Columns, in that order.
-func scanExecution(rows pgx.CollectableRow) (capturespine.Execution, error) {
-	var e capturespine.Execution
-	var params, result, metadata, tags []byte
-	var status, kind, priority string
-	var retryCount, maxRetries int32
-	var delay float64
-	err := rows.Scan(&e.ExecutionID, &e.PipelineName, &params, &e.Lane, &e.TriggerSource, &status,
-		&e.BackendTaskID, &e.FeedID, &retryCount, &result, &e.Error, &e.CreatedAt, &e.StartedAt, &e.CompletedAt,
-		&kind, &priority, &maxRetries, &delay, &metadata, &tags)
-	if err != nil {
-		return e, err
-	}
-	e.Status, e.Kind, e.Priority = capturespine.ExecutionStatus(status), core.Kind(kind), core.Priority(priority)
-	e.RetryCount, e.MaxRetries = int(retryCount), int(maxRetries)
-	e.RetryDelay = time.Duration(delay * float64(time.Second))
-	e.Result = result
-	e.CreatedAt, e.StartedAt, e.CompletedAt = e.CreatedAt.UTC(), utc(e.StartedAt), utc(e.CompletedAt)
-	if e.Params, err = core.DecodeObject(params); err != nil {
-		return e, err
-	}
-	if e.Metadata, err = core.DecodeObject(metadata); err != nil {
-		return e, err
-	}
-	return e, json.Unmarshal(tags, &e.Tags)
-}
-
-func utc(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := t.UTC()
-	return &u
-}
-
-// normaliseJSON re-decodes the maps Go built, so numbers compare as the
-// json.Number a database read gives.
-func normaliseJSON(t *testing.T, e capturespine.Execution) capturespine.Execution {
-	t.Helper()
-	for _, m := range []*map[string]any{&e.Params, &e.Metadata} {
-		b, err := json.Marshal(*m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if *m, err = core.DecodeObject(b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return e
-}
-
 // awkwardJobs are rows the seed does not write: non-object payloads, unicode
 // and quotes everywhere, a JSON null result, an empty error, extreme values.
 var awkwardJobs = `INSERT INTO jobs (job_type, status, celery_task_id, user_id, queue, payload, result,
@@ -284,11 +218,11 @@ func TestJobMappingSQLEqualsGo(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	rows, err := pool.Query(ctx, "SELECT "+jobColumns+" FROM jobs ORDER BY id")
+	rows, err := pool.Query(ctx, "SELECT "+capturespinetest.JobColumns+" FROM jobs ORDER BY id")
 	if err != nil {
 		t.Fatal(err)
 	}
-	jobs, err := pgx.CollectRows(rows, scanJob)
+	jobs, err := pgx.CollectRows(rows, capturespinetest.ScanJob)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,7 +232,10 @@ func TestJobMappingSQLEqualsGo(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want = append(want, normaliseJSON(t, e))
+		if e, err = capturespinetest.NormaliseJSON(e); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, e)
 	}
 
 	// The same rows mapped by Postgres, then inserted into executions: the
@@ -308,12 +245,11 @@ func TestJobMappingSQLEqualsGo(t *testing.T) {
 	if _, err := pool.Exec(ctx, insert, q.Args...); err != nil {
 		t.Fatalf("%v\n%s", err, insert)
 	}
-	rows, err = pool.Query(ctx, fmt.Sprintf("SELECT %s FROM executions WHERE execution_id = ANY($1::uuid[])",
-		strings.ReplaceAll(strings.Join(q.Columns, ", "), "feed_id", "feed_id::text")), ids(want))
+	rows, err = pool.Query(ctx, "SELECT "+capturespinetest.ExecutionColumns+" FROM executions WHERE execution_id = ANY($1::uuid[])", ids(want))
 	if err != nil {
 		t.Fatal(err)
 	}
-	mapped, err := pgx.CollectRows(rows, scanExecution)
+	mapped, err := pgx.CollectRows(rows, capturespinetest.ScanExecution)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,13 +10,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/spinecore/spine-go/adapters/capturespine"
-	"github.com/spinecore/spine-go/core"
+	"github.com/spinecore/spine-go/internal/capturespinetest"
 	"github.com/spinecore/spine-go/internal/seed"
 	"github.com/spinecore/spine-go/internal/testsvc"
 	"github.com/spinecore/spine-go/phases/phase1"
@@ -109,110 +108,6 @@ const awkwardJobs = `INSERT INTO jobs (id, job_type, status, celery_task_id, use
 	 (SELECT jsonb_build_object('blob', repeat('x', 1048576), 'n', 9007199254740993)), '{"ok": true}', NULL, 100, 1,
 	 '2025-06-01 12:00:00+00', '2025-06-01 12:00:01+00', '2025-06-01 12:00:02+00', '2025-06-01 12:00:03+00')`
 
-// jobColumns is the jobs table in Job's field order.
-const jobColumns = `id, job_type, status, celery_task_id, user_id::text, queue, payload, result,
-	error_message, progress, attempts, created_at, started_at, finished_at, updated_at`
-
-func scanJob(rows pgx.CollectableRow) (capturespine.Job, error) {
-	var j capturespine.Job
-	var payload, result []byte
-	var attempts int32
-	err := rows.Scan(&j.ID, &j.JobType, &j.Status, &j.CeleryTaskID, &j.UserID, &j.Queue, &payload, &result,
-		&j.ErrorMessage, &j.Progress, &attempts, &j.CreatedAt, &j.StartedAt, &j.FinishedAt, &j.UpdatedAt)
-	j.Payload, j.Result, j.Attempts = payload, result, int(attempts)
-	j.CreatedAt, j.UpdatedAt = j.CreatedAt.UTC(), j.UpdatedAt.UTC()
-	j.StartedAt, j.FinishedAt = utc(j.StartedAt), utc(j.FinishedAt)
-	return j, err
-}
-
-// executionColumns are JobSQL.Columns, feed_id as text.
-var executionColumns = func() string {
-	q, err := capturespine.DefaultJobMapping().SQL("j", 1)
-	if err != nil {
-		panic(err)
-	}
-	return strings.ReplaceAll(strings.Join(q.Columns, ", "), "feed_id", "feed_id::text")
-}()
-
-// scanExecution reads the columns of JobSQL.Columns, in that order.
-func scanExecution(rows pgx.CollectableRow) (capturespine.Execution, error) {
-	var e capturespine.Execution
-	var params, result, metadata, tags []byte
-	var status, kind, priority string
-	var retryCount, maxRetries int32
-	var delay float64
-	err := rows.Scan(&e.ExecutionID, &e.PipelineName, &params, &e.Lane, &e.TriggerSource, &status,
-		&e.BackendTaskID, &e.FeedID, &retryCount, &result, &e.Error, &e.CreatedAt, &e.StartedAt, &e.CompletedAt,
-		&kind, &priority, &maxRetries, &delay, &metadata, &tags)
-	if err != nil {
-		return e, err
-	}
-	e.Status, e.Kind, e.Priority = capturespine.ExecutionStatus(status), core.Kind(kind), core.Priority(priority)
-	e.RetryCount, e.MaxRetries = int(retryCount), int(maxRetries)
-	e.RetryDelay = time.Duration(delay * float64(time.Second))
-	e.Result = result
-	e.CreatedAt, e.StartedAt, e.CompletedAt = e.CreatedAt.UTC(), utc(e.StartedAt), utc(e.CompletedAt)
-	if e.Params, err = core.DecodeObject(params); err != nil {
-		return e, err
-	}
-	if e.Metadata, err = core.DecodeObject(metadata); err != nil {
-		return e, err
-	}
-	return e, json.Unmarshal(tags, &e.Tags)
-}
-
-func utc(t *time.Time) *time.Time {
-	if t == nil {
-		return nil
-	}
-	u := t.UTC()
-	return &u
-}
-
-// normaliseJSON re-decodes the maps Go built, so numbers compare as the
-// json.Number a database read gives.
-func normaliseJSON(t *testing.T, e capturespine.Execution) capturespine.Execution {
-	t.Helper()
-	for _, m := range []*map[string]any{&e.Params, &e.Metadata} {
-		b, err := json.Marshal(*m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if *m, err = core.DecodeObject(b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return e
-}
-
-// sameRow reports whether two values are equal field by field, a nil map
-// equal to the empty one (the table stores both as {}).
-func sameRow(want, got any) bool {
-	w, g := normaliseMaps(reflect.ValueOf(want)), normaliseMaps(reflect.ValueOf(got))
-	return reflect.DeepEqual(w.Interface(), g.Interface())
-}
-
-func normaliseMaps(v reflect.Value) reflect.Value {
-	if v.Kind() != reflect.Struct {
-		return v
-	}
-	out := reflect.New(v.Type()).Elem()
-	out.Set(v)
-	for i := range out.NumField() {
-		f := out.Field(i)
-		if !f.CanSet() {
-			continue
-		}
-		switch {
-		case f.Kind() == reflect.Map && f.IsNil():
-			f.Set(reflect.MakeMap(f.Type()))
-		case f.Kind() == reflect.Struct:
-			f.Set(normaliseMaps(f))
-		}
-	}
-	return out
-}
-
 // oracle is the Go side of every correctness test: it reads the final jobs
 // table and maps it with the Go adapter and the link rule, then demands
 // that executions hold exactly that, row for row:
@@ -229,19 +124,19 @@ type oracle struct {
 func (b *bundle) checkAgainstGo(m capturespine.JobMapping) oracle {
 	b.t.Helper()
 	t := b.t
-	rows, err := b.pool.Query(b.ctx, "SELECT "+jobColumns+" FROM jobs ORDER BY id")
+	rows, err := b.pool.Query(b.ctx, "SELECT "+capturespinetest.JobColumns+" FROM jobs ORDER BY id")
 	if err != nil {
 		t.Fatal(err)
 	}
-	jobs, err := pgx.CollectRows(rows, scanJob)
+	jobs, err := pgx.CollectRows(rows, capturespinetest.ScanJob)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows, err = b.pool.Query(b.ctx, "SELECT "+executionColumns+" FROM executions")
+	rows, err = b.pool.Query(b.ctx, "SELECT "+capturespinetest.ExecutionColumns+" FROM executions")
 	if err != nil {
 		t.Fatal(err)
 	}
-	execs, err := pgx.CollectRows(rows, scanExecution)
+	execs, err := pgx.CollectRows(rows, capturespinetest.ScanExecution)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -321,7 +216,10 @@ func (b *bundle) checkAgainstGo(m capturespine.JobMapping) oracle {
 			fail("job %d (%s/%s): execution %s missing", j.ID, j.JobType, j.Status, id)
 			continue
 		}
-		if want = normaliseJSON(t, want); !sameRow(want, got) {
+		if want, err = capturespinetest.NormaliseJSON(want); err != nil {
+			t.Fatal(err)
+		}
+		if !capturespinetest.SameRow(want, got) {
 			fail("job %d: execution differs from the Go mapping\nwant %#v\ngot  %#v", j.ID, want, got)
 		}
 	}
