@@ -8,6 +8,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/spinecore/spine-go/internal/pglock"
 	"github.com/spinecore/spine-go/sqlmigrations"
 )
 
@@ -65,30 +66,14 @@ func Apply(ctx context.Context, pool *pgxpool.Pool, opts Options) (ApplyResult, 
 	return res, err
 }
 
-// lockRunner takes the runner lock on a connection of its own, held until
-// release. It never waits: a second operator is told, not queued.
+// lockRunner takes the runner lock; a second operator is told, not queued.
 func lockRunner(ctx context.Context, pool *pgxpool.Pool) (release func(), err error) {
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("phase1: %w", err)
-	}
-	var got bool
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", runnerLock).Scan(&got); err != nil {
-		conn.Release()
+	release, err = pglock.TryAdvisory(ctx, pool, runnerLock)
+	switch {
+	case errors.Is(err, pglock.ErrHeld):
+		return nil, ErrBusy
+	case err != nil:
 		return nil, fmt.Errorf("phase1: runner lock: %w", err)
 	}
-	if !got {
-		conn.Release()
-		return nil, ErrBusy
-	}
-	return func() {
-		// A fresh context: the caller's may be cancelled, and an unreleased
-		// session lock would outlive this run on a pooled connection.
-		unlockCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if _, err := conn.Exec(unlockCtx, "SELECT pg_advisory_unlock($1)", runnerLock); err != nil {
-			conn.Conn().Close(unlockCtx) // closing the session drops the lock
-		}
-		conn.Release()
-	}, nil
+	return release, nil
 }

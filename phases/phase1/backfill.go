@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/spinecore/spine-go/adapters/capturespine"
+	"github.com/spinecore/spine-go/internal/pglock"
 )
 
 // CheckpointTable holds the backfill's position, committed with each batch,
@@ -214,7 +214,7 @@ func withRetries(ctx context.Context, pool *pgxpool.Pool, opts Options, fn func(
 			}
 			return fn(tx)
 		})
-		if err == nil || !transient(err) || attempts >= opts.MaxAttempts {
+		if err == nil || !pglock.Conflict(err) || attempts >= opts.MaxAttempts {
 			return attempts, err
 		}
 		wait := time.Duration(attempts) * 100 * time.Millisecond
@@ -226,16 +226,4 @@ func withRetries(ctx context.Context, pool *pgxpool.Pool, opts Options, fn func(
 		case <-time.After(wait):
 		}
 	}
-}
-
-func transient(err error) bool {
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
-		return false
-	}
-	switch pgErr.Code {
-	case "55P03", "40P01", "40001": // lock_not_available, deadlock_detected, serialization_failure
-		return true
-	}
-	return false
 }

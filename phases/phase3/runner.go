@@ -8,8 +8,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/spinecore/spine-go/internal/pglock"
 )
 
 // ErrBusy is returned when another phase 3 copy, repair, cutover or
@@ -26,33 +27,16 @@ type querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// lockRunner takes the runner lock on a connection of its own, held until
-// release. It never waits: a second operator is told, not queued. If this
-// process dies, its session ends and the lock with it.
+// lockRunner takes the runner lock; a second operator is told, not queued.
 func lockRunner(ctx context.Context, pool *pgxpool.Pool) (release func(), err error) {
-	conn, err := pool.Acquire(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("phase3: %w", err)
-	}
-	var got bool
-	if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", runnerLock).Scan(&got); err != nil {
-		conn.Release()
+	release, err = pglock.TryAdvisory(ctx, pool, runnerLock)
+	switch {
+	case errors.Is(err, pglock.ErrHeld):
+		return nil, ErrBusy
+	case err != nil:
 		return nil, fmt.Errorf("phase3: runner lock: %w", err)
 	}
-	if !got {
-		conn.Release()
-		return nil, ErrBusy
-	}
-	return func() {
-		// A fresh context: the caller's may be cancelled, and an unreleased
-		// session lock would outlive this run on a pooled connection.
-		unlockCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if _, err := conn.Exec(unlockCtx, "SELECT pg_advisory_unlock($1)", runnerLock); err != nil {
-			conn.Conn().Close(unlockCtx) // closing the session drops the lock
-		}
-		conn.Release()
-	}, nil
+	return release, nil
 }
 
 // runnerActive says whether some session holds the runner lock.
@@ -96,7 +80,7 @@ func withRetries(ctx context.Context, pool *pgxpool.Pool, opts Options, what str
 			}
 			// An application write holds a bucket for a few milliseconds.
 			wait = time.Duration(1000+rand.IntN(4000)) * time.Microsecond
-		case transient(err) && conflicts+1 < opts.MaxAttempts:
+		case pglock.Conflict(err) && conflicts+1 < opts.MaxAttempts:
 			conflicts++
 			wait = time.Duration(conflicts) * 50 * time.Millisecond
 			wait += time.Duration(rand.Int64N(int64(wait)))
@@ -110,18 +94,6 @@ func withRetries(ctx context.Context, pool *pgxpool.Pool, opts Options, what str
 		case <-time.After(wait):
 		}
 	}
-}
-
-func transient(err error) bool {
-	var pgErr *pgconn.PgError
-	if !errors.As(err, &pgErr) {
-		return false
-	}
-	switch pgErr.Code {
-	case "55P03", "40P01", "40001": // lock_not_available, deadlock_detected, serialization_failure
-		return true
-	}
-	return false
 }
 
 // lockBuckets takes, without waiting, the bucket locks of job ids lo..hi
