@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -104,6 +105,9 @@ type Transport struct {
 
 	mu     sync.Mutex
 	cycles map[string][]string // queue list -> rotated consume order
+	// singleClaims: the server cannot run the batch claim (Redis < 6.2);
+	// ClaimBatch claims one message at a time.
+	singleClaims atomic.Bool
 	topics sync.Map            // Python pattern -> *regexp.Regexp (nil: unusable)
 }
 

@@ -141,3 +141,70 @@ func FuzzClaimRule(f *testing.F) {
 		}
 	})
 }
+
+// FuzzClaimBatchRule holds the batch claim to claimCheck, and so to
+// claim.lua: two copies of the message around a good one, taken in one
+// batch, are claimed with the facts claimCheck reads (the second copy under
+// its own field) or dead-lettered for its reason with their bytes kept. It
+// runs against real Redis.
+func FuzzClaimBatchRule(f *testing.F) {
+	addTransportSeeds(f)
+	url := testsvc.NewRedisDB(f)
+	rdb := redis.NewClient(trMust(ParseBrokerURL(url)))
+	f.Cleanup(func() { rdb.Close() })
+	tr := NewTransport(rdb, TransportOptions{})
+	good := trMessage(f, "q", 0, "good")
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		ctx := t.Context()
+		if err := rdb.FlushDB(ctx).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if err := rdb.LPush(ctx, "q", raw, good, raw).Err(); err != nil {
+			t.Fatal(err)
+		}
+		facts, fault := claimCheck(raw)
+		ds, dls, err := tr.ClaimBatch(ctx, []string{"q"}, 3, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mine []*Delivery
+		for _, d := range ds {
+			if bytes.Equal(d.Raw, good) && !bytes.Equal(raw, good) {
+				continue
+			}
+			mine = append(mine, d)
+		}
+		if fault == "" {
+			if len(mine) != 2 || len(dls) != 0 {
+				t.Fatalf("claimCheck accepts, batch claimed %d copies and dead-lettered %d: %q", len(mine), len(dls), raw)
+			}
+			for i, d := range mine {
+				field := facts.tag
+				if i == 1 {
+					field += tr.sep + "1"
+				}
+				if d.Tag != field || d.Exchange != facts.exchange || d.RoutingKey != facts.routingKey || d.Priority != facts.priority || !bytes.Equal(d.Raw, raw) {
+					t.Fatalf("delivery %+v, facts %+v", d, facts)
+				}
+				rec := trMust(rdb.HGet(ctx, "unacked", d.Tag).Result())
+				env, ex, rk, err := parseUnackedRecord([]byte(rec))
+				if err != nil || !bytes.Equal(env, bytes.Trim(raw, " \t\r\n")) || ex != facts.exchange || rk != facts.routingKey {
+					t.Fatalf("record %q: %v", rec, err)
+				}
+			}
+			return
+		}
+		if len(dls) != 2 || len(mine) != 0 {
+			t.Fatalf("claimCheck refuses (%s), batch claimed %d and dead-lettered %d: %q", fault, len(mine), len(dls), raw)
+		}
+		stored := trMust(tr.DeadLetters(ctx, 0))
+		if len(stored) != 2 {
+			t.Fatalf("dead-letter list %+v", stored)
+		}
+		for i, dl := range dls {
+			if dl.Reason != fault || !bytes.Equal(dl.Raw, raw) || stored[i].Reason != fault || !bytes.Equal(stored[i].Raw, raw) || !stored[i].At.Equal(dl.At) {
+				t.Fatalf("dead letter %+v, stored %+v, claimCheck %q", dl, stored[i], fault)
+			}
+		}
+	})
+}

@@ -430,6 +430,14 @@ func (d *DeadLetter) Unwrap() []error {
 // {"reason", "queue", "raw", "at"}, raw as a JSON string when it is UTF-8
 // and as base64 with "encoding": "base64" otherwise, at in float seconds.
 func appendDeadLetter(dst []byte, d *DeadLetter) []byte {
+	dst = appendDeadLetterHead(dst, d)
+	dst = append(dst, formatUnackedScore(d.At)...)
+	return append(dst, '}')
+}
+
+// appendDeadLetterHead writes the dead-letter record up to its time, which
+// claimbatch.lua appends from the server's clock: '{"reason": ..., "at": '.
+func appendDeadLetterHead(dst []byte, d *DeadLetter) []byte {
 	o := openObject(dst)
 	o.str("reason", d.Reason)
 	o.str("queue", d.Queue)
@@ -439,8 +447,8 @@ func appendDeadLetter(dst []byte, d *DeadLetter) []byte {
 		o.str("raw", base64.StdEncoding.EncodeToString(d.Raw))
 		o.str("encoding", "base64")
 	}
-	o.raw("at", []byte(formatUnackedScore(d.At)))
-	return o.close()
+	o.key("at")
+	return o.buf
 }
 
 // parseDeadLetter reads a dead-letter record.

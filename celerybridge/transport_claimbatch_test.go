@@ -1,0 +1,349 @@
+package celerybridge
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// claimed is what one claim did to one message, as the tests compare it.
+type claimed struct {
+	tag, exchange, routingKey string // delivery; "" tag for a dead letter
+	reason                        string
+	raw                           []byte
+	record                        []byte // the unacked record, parsed back
+}
+
+func (b *trBundle) claimAll(t *testing.T, queues []string, batch int) []claimed {
+	t.Helper()
+	var out []claimed
+	for {
+		var ds []*Delivery
+		var dls []*DeadLetter
+		var err error
+		if batch == 0 {
+			var d *Delivery
+			d, err = b.tr.Claim(b.ctx, queues, 0)
+			var dl *DeadLetter
+			if errors.As(err, &dl) {
+				dls, err = []*DeadLetter{dl}, nil
+			} else if d != nil {
+				ds = []*Delivery{d}
+			}
+		} else {
+			ds, dls, err = b.tr.ClaimBatch(b.ctx, queues, batch, 0)
+		}
+		if errors.Is(err, ErrNoMessage) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A batch holds claims and dead letters in pop order; the raw bytes
+		// put them back in that order for the comparison.
+		for _, dl := range dls {
+			out = append(out, claimed{reason: dl.Reason, raw: dl.Raw})
+		}
+		for _, d := range ds {
+			rec := trMust(b.rdb.HGet(b.ctx, "unacked", d.Tag).Result())
+			env, ex, rk, err := parseUnackedRecord([]byte(rec))
+			if err != nil || ex != d.Exchange || rk != d.RoutingKey {
+				t.Fatalf("record %q of %+v: %v", rec, d, err)
+			}
+			out = append(out, claimed{tag: d.Tag, exchange: ex, routingKey: rk, raw: d.Raw, record: env})
+		}
+	}
+}
+
+// ClaimBatch takes exactly what Claim takes, with the same tags, records and
+// dead letters, for every case of the claim rule and two copies of one tag
+// in flight, whatever the batch size.
+func TestTransportClaimBatchMatchesClaim(t *testing.T) {
+	t.Parallel()
+	cases := trClaimRuleCases(t)
+	good := trMessage(t, "q", 0, "twice")
+	var raws [][]byte
+	for _, c := range cases {
+		raws = append(raws, c.raw)
+	}
+	raws = append(raws, good, good, good)
+	sort := func(cs []claimed) []claimed {
+		// Dead letters and claims of one batch are returned apart; the raw
+		// bytes and tags give one order for both sides.
+		slices.SortStableFunc(cs, func(a, b claimed) int {
+			if c := bytes.Compare(a.raw, b.raw); c != 0 {
+				return c
+			}
+			return len(a.tag) - len(b.tag)
+		})
+		return cs
+	}
+	one := trSetup(t, TransportOptions{})
+	for _, raw := range raws {
+		one.rdb.LPush(one.ctx, "q", raw)
+	}
+	want := sort(one.claimAll(t, []string{"q"}, 0))
+	if len(want) != len(raws) {
+		t.Fatalf("Claim took %d of %d", len(want), len(raws))
+	}
+	for _, size := range []int{1, 3, 7, 100} {
+		b := trSetup(t, TransportOptions{})
+		for _, raw := range raws {
+			b.rdb.LPush(b.ctx, "q", raw)
+		}
+		got := sort(b.claimAll(t, []string{"q"}, size))
+		if len(got) != len(want) {
+			t.Fatalf("batch %d: %d claims, want %d", size, len(got), len(want))
+		}
+		for i := range want {
+			w, g := want[i], got[i]
+			if w.tag != g.tag || w.exchange != g.exchange || w.routingKey != g.routingKey || w.reason != g.reason ||
+				!bytes.Equal(w.raw, g.raw) || !bytes.Equal(w.record, g.record) {
+				t.Errorf("batch %d: message %d\n got %+v\nwant %+v", size, i, g, w)
+			}
+		}
+		dlOne := trMust(one.tr.DeadLetters(one.ctx, 0))
+		dlBatch := trMust(b.tr.DeadLetters(b.ctx, 0))
+		if len(dlOne) != len(dlBatch) {
+			t.Fatalf("batch %d: %d dead letters, Claim %d", size, len(dlBatch), len(dlOne))
+		}
+		for i := range dlOne {
+			if dlOne[i].Reason != dlBatch[i].Reason || dlOne[i].Queue != dlBatch[i].Queue || !bytes.Equal(dlOne[i].Raw, dlBatch[i].Raw) {
+				t.Errorf("batch %d: dead letter %d\n got %+v\nwant %+v", size, i, dlBatch[i], dlOne[i])
+			}
+		}
+	}
+}
+
+// One queue: the batches come in kombu's order exactly. Several queues:
+// every priority step is served before the next, and each list stays FIFO
+// (the queues of one step take turns per batch, not per message).
+func TestTransportClaimBatchOrder(t *testing.T) {
+	t.Parallel()
+	for _, queues := range [][]string{{"a"}, {"a", "b", "c"}} {
+		b := trSetup(t, TransportOptions{})
+		lists := map[string]map[int][]string{}
+		r := rand.New(rand.NewPCG(3, 4))
+		stepOf := map[string]int{}
+		for i := range 200 {
+			q := queues[r.IntN(len(queues))]
+			p := r.IntN(10)
+			label := fmt.Sprintf("%s-p%d-%d", q, p, i)
+			b.publish(t, q, p, label)
+			if lists[q] == nil {
+				lists[q] = map[int][]string{}
+			}
+			lists[q][b.tr.step(p)] = append(lists[q][b.tr.step(p)], label)
+			stepOf[label] = b.tr.step(p)
+		}
+		var got []string
+		for {
+			ds, _, err := b.tr.ClaimBatch(b.ctx, queues, 1+r.IntN(9), 0)
+			if errors.Is(err, ErrNoMessage) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			queue := ds[0].Queue
+			for _, d := range ds {
+				if d.Queue != queue {
+					t.Fatalf("one batch from %s and %s", queue, d.Queue)
+				}
+				got = append(got, trLabel(t, d.Raw))
+			}
+		}
+		if len(queues) == 1 {
+			if want := trKombuOrder(queues, kombuPrioritySteps, lists); !slices.Equal(got, want) {
+				t.Errorf("order\n got %v\nwant %v", got, want)
+			}
+			continue
+		}
+		perList := map[string][]string{}
+		for i, label := range got {
+			if i > 0 && stepOf[label] < stepOf[got[i-1]] {
+				t.Errorf("%s (step %d) after %s (step %d)", label, stepOf[label], got[i-1], stepOf[got[i-1]])
+			}
+			key := fmt.Sprintf("%c/%d", label[0], stepOf[label])
+			perList[key] = append(perList[key], label)
+		}
+		for q, steps := range lists {
+			for step, labels := range steps {
+				if key := fmt.Sprintf("%s/%d", q, step); !slices.Equal(perList[key], labels) {
+					t.Errorf("list %s\n got %v\nwant %v", key, perList[key], labels)
+				}
+			}
+		}
+	}
+}
+
+// Batch claims racing each other, single claims and a publisher: every
+// message, poison included, is claimed or dead-lettered exactly once.
+func TestTransportClaimBatchConcurrent(t *testing.T) {
+	t.Parallel()
+	b := trSetup(t, TransportOptions{})
+	const m = 3000
+	poison := []byte(`{"properties": {"delivery_tag": 5}}`)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		pipe := b.rdb.Pipeline()
+		for i := range m {
+			raw := trMessage(t, "q", i%10, fmt.Sprint(i))
+			if i%50 == 0 {
+				raw = append(slices.Clone(poison[:len(poison)-1]), fmt.Sprintf(`, "n": %d}`, i)...)
+			}
+			pipe.LPush(b.ctx, b.tr.listKey("q", b.tr.step(i%10)), raw)
+			if i%100 == 99 {
+				if _, err := pipe.Exec(b.ctx); err != nil {
+					t.Error(err)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		if _, err := pipe.Exec(b.ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	var mu sync.Mutex
+	seen := map[string]int{}
+	dead := 0
+	for g := range 6 {
+		wg.Go(func() {
+			for {
+				var ds []*Delivery
+				var dls []*DeadLetter
+				var err error
+				if g < 4 {
+					ds, dls, err = b.tr.ClaimBatch(b.ctx, []string{"q"}, 1+g*20, 200*time.Millisecond)
+				} else {
+					var d *Delivery
+					d, err = b.tr.Claim(b.ctx, []string{"q"}, 200*time.Millisecond)
+					var dl *DeadLetter
+					if errors.As(err, &dl) {
+						dls, err = []*DeadLetter{dl}, nil
+					} else if d != nil {
+						ds = append(ds, d)
+					}
+				}
+				if errors.Is(err, ErrNoMessage) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				dead += len(dls)
+				for _, d := range ds {
+					seen[trLabel(t, d.Raw)]++
+				}
+				mu.Unlock()
+				for _, d := range ds {
+					if err := b.tr.Ack(b.ctx, d.Tag); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen)+dead != m || dead != m/50 {
+		t.Errorf("%d claimed and %d dead-lettered, want %d and %d", len(seen), dead, m-m/50, m/50)
+	}
+	for label, k := range seen {
+		if k != 1 {
+			t.Errorf("message %s claimed %d times", label, k)
+		}
+	}
+	if n := trMust(b.rdb.LLen(b.ctx, "spine.deadletter").Result()); n != m/50 {
+		t.Errorf("dead-letter list holds %d", n)
+	}
+	if trMust(b.rdb.HLen(b.ctx, "unacked").Result()) != 0 || trMust(b.rdb.ZCard(b.ctx, "unacked_index").Result()) != 0 {
+		t.Error("records left after acking everything")
+	}
+}
+
+// Batch claims cancelled at random points, and a client closed under them
+// (the process dying), lose and duplicate nothing, and a message handed back
+// keeps its place.
+func TestTransportClaimBatchCancelledLosesNothing(t *testing.T) {
+	t.Parallel()
+	b := trSetup(t, TransportOptions{})
+	const m = 600
+	tags := map[string]bool{}
+	for i := range m {
+		raw := b.publish(t, "q", i%10, fmt.Sprint(i))
+		f, _ := claimCheck(raw)
+		tags[f.tag] = true
+	}
+	var mu sync.Mutex
+	acked := map[string]int{}
+	victim := redis.NewClient(trMust(ParseBrokerURL(b.url)))
+	victimTr := NewTransport(victim, TransportOptions{})
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			r := rand.New(rand.NewPCG(uint64(g), 9))
+			tr := b.tr
+			if g%4 == 0 {
+				tr = victimTr
+			}
+			for range 150 {
+				ctx, cancel := context.WithTimeout(b.ctx, time.Duration(r.IntN(3000))*time.Microsecond)
+				ds, _, err := tr.ClaimBatch(ctx, []string{"q"}, 1+r.IntN(10), time.Duration(r.IntN(5))*time.Millisecond)
+				cancel()
+				if err != nil {
+					continue
+				}
+				for _, d := range ds {
+					if r.IntN(3) == 0 {
+						continue // abandoned: stays unacked
+					}
+					if err := b.tr.Ack(b.ctx, d.Tag); err != nil {
+						t.Error(err)
+					}
+					mu.Lock()
+					acked[d.Tag]++
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	time.Sleep(15 * time.Millisecond)
+	victim.Close()
+	wg.Wait()
+
+	where := map[string][]string{}
+	for tag, k := range acked {
+		for range k {
+			where[tag] = append(where[tag], "acked")
+		}
+	}
+	for _, d := range b.drainDeliveries(t, "q") {
+		where[d.Tag] = append(where[d.Tag], "queued")
+	}
+	for tag := range trMust(b.rdb.HGetAll(b.ctx, "unacked").Result()) {
+		if !slices.Contains(where[tag], "queued") {
+			where[tag] = append(where[tag], "unacked")
+		}
+	}
+	if trMust(b.rdb.ZCard(b.ctx, "unacked_index").Result()) != trMust(b.rdb.HLen(b.ctx, "unacked").Result()) {
+		t.Error("unacked and unacked_index disagree")
+	}
+	for tag := range tags {
+		if len(where[tag]) != 1 {
+			t.Errorf("message %s is %v", tag, where[tag])
+		}
+	}
+	if len(where) != m {
+		t.Errorf("%d messages accounted for, want %d", len(where), m)
+	}
+}
