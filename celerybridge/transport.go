@@ -108,7 +108,7 @@ type Transport struct {
 	// singleClaims: the server cannot run the batch claim (Redis < 6.2);
 	// ClaimBatch claims one message at a time.
 	singleClaims atomic.Bool
-	topics sync.Map            // Python pattern -> *regexp.Regexp (nil: unusable)
+	topics       sync.Map // Python pattern -> *regexp.Regexp (nil: unusable)
 }
 
 // kombu's names and defaults.

@@ -17,9 +17,9 @@ import (
 // claimed is what one claim did to one message, as the tests compare it.
 type claimed struct {
 	tag, exchange, routingKey string // delivery; "" tag for a dead letter
-	reason                        string
-	raw                           []byte
-	record                        []byte // the unacked record, parsed back
+	reason                    string
+	raw                       []byte
+	record                    []byte // the unacked record, parsed back
 }
 
 func (b *trBundle) claimAll(t *testing.T, queues []string, batch int) []claimed {
