@@ -301,3 +301,28 @@ func FuzzRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSkipPlain: the eight-bytes-at-a-time string scan never skips a byte
+// the validating loop must see (a quote, a backslash, a control character,
+// a byte of a multi-byte sequence).
+func FuzzSkipPlain(f *testing.F) {
+	f.Add([]byte(`abcdefgh"ijklmnop`), 0)
+	f.Add([]byte("abcdefghijklmnop\x1fqrstuvw"), 3)
+	f.Add([]byte(`0123456789abcdef\u00e9 and more plain text`), 1)
+	f.Add([]byte("plain text \xc3\xa9 here and there"), 0)
+	f.Add([]byte("\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x7f\x80"), 0)
+	f.Fuzz(func(t *testing.T, b []byte, i int) {
+		if i < 0 || i > len(b) {
+			return
+		}
+		j := skipPlain(b, i)
+		if j < i || j > len(b) {
+			t.Fatalf("skipPlain(%q, %d) = %d", b, i, j)
+		}
+		for k := i; k < j; k++ {
+			if c := b[k]; c < 0x20 || c >= 0x80 || c == '"' || c == '\\' {
+				t.Fatalf("skipPlain(%q, %d) = %d skipped byte %#x at %d", b, i, j, c, k)
+			}
+		}
+	})
+}

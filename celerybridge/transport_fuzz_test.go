@@ -208,3 +208,33 @@ func FuzzClaimBatchRule(f *testing.F) {
 		}
 	})
 }
+
+// claimCheckWhole is the claim rule read off the whole parsed envelope: the
+// reference the reduced reading of claimCheck is held to.
+func claimCheckWhole(raw []byte) (claimFacts, string) {
+	if nestedDeeperThan(raw, maxClaimDepth) {
+		return claimFacts{}, faultTooDeep
+	}
+	root, err := parseNode(raw, false)
+	if err != nil {
+		return claimFacts{}, faultMalformed
+	}
+	return nodeFacts(&root)
+}
+
+// FuzzClaimCheckReduced: claimCheck, which builds nodes only for the members
+// the rule reads, judges every input exactly as the rule over the whole
+// parsed envelope does.
+func FuzzClaimCheckReduced(f *testing.F) {
+	addTransportSeeds(f)
+	f.Add([]byte(`{"headers": {"redelivered": true}, "headers": [], "properties": {"delivery_tag": "t", "delivery_info": {"exchange": "", "routing_key": "q"}}}`))
+	f.Add([]byte(`{"headers": 1, "headers": {"redelivered": false, "redelivered": true}, "properties": {"priority": 3, "delivery_tag": "a", "delivery_tag": "b", "delivery_info": {"exchange": "x", "routing_key": "q", "redelivered": true}, "priority": "7"}}`))
+	f.Add([]byte(`{"properties": {"delivery_tag": "t", "delivery_info": {"exchange": "", "routing_key": "q"}}, "properties": null}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		got, gotFault := claimCheck(raw)
+		want, wantFault := claimCheckWhole(raw)
+		if got != want || gotFault != wantFault {
+			t.Fatalf("claimCheck = %+v %q, the whole envelope's rule = %+v %q: %q", got, gotFault, want, wantFault, raw)
+		}
+	})
+}

@@ -1,6 +1,7 @@
 package celerybridge
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -62,17 +63,102 @@ type claimFacts struct {
 
 // claimCheck applies claim.lua's rule in Go: the facts of a claimable
 // envelope, or the reason it would be dead-lettered. Publish refuses what
-// Claim would dead-letter, and the tests hold the script to this function.
+// Claim would dead-letter, ClaimBatch claims by it, and the tests hold both
+// scripts to this function.
+//
+// It validates the whole envelope as json.loads would but builds nodes only
+// for the few members the rule reads (the last of each, as a Python dict
+// keeps), so a side-car judges thousands of messages a second on one core;
+// nodeFacts then reads that reduced envelope exactly as it would the whole.
 func claimCheck(raw []byte) (claimFacts, string) {
 	var f claimFacts
 	if nestedDeeperThan(raw, maxClaimDepth) {
 		return f, faultTooDeep
 	}
-	root, err := parseNode(raw, false)
+	root, err := claimNodes(raw)
 	if err != nil {
 		return f, faultMalformed
 	}
 	return nodeFacts(&root)
+}
+
+// claimNodes validates raw and returns it reduced to what nodeFacts reads:
+// the kind of the top-level value and, for an object, its last "headers"
+// (an object keeping only its last "redelivered") and last "properties" (an
+// object keeping only the last delivery_tag, delivery_info and priority).
+func claimNodes(raw []byte) (node, error) {
+	s := scanner{data: raw}
+	if s.peek() != '{' {
+		n, err := s.node()
+		if err != nil {
+			return node{}, err
+		}
+		return node{kind: n.kind}, s.end()
+	}
+	root := node{kind: nObject}
+	var headers, props *node
+	err := s.members("", func(key []byte) error {
+		var err error
+		switch string(key) {
+		case "headers":
+			headers, err = s.reducedMember(headerKeysRead)
+		case "properties":
+			props, err = s.reducedMember(propertyKeysRead)
+		default:
+			_, err = s.skip()
+		}
+		return err
+	})
+	if err != nil {
+		return node{}, err
+	}
+	if err := s.end(); err != nil {
+		return node{}, err
+	}
+	if headers != nil {
+		root.keys, root.items = append(root.keys, "headers"), append(root.items, *headers)
+	}
+	if props != nil {
+		root.keys, root.items = append(root.keys, "properties"), append(root.items, *props)
+	}
+	return root, nil
+}
+
+// The members of headers and properties nodeFacts reads.
+var (
+	headerKeysRead   = map[string]bool{"redelivered": true}
+	propertyKeysRead = map[string]bool{"delivery_tag": true, "delivery_info": true, "priority": true}
+)
+
+// reducedMember reads a value: an object keeps only the last value of each
+// key in keep; anything else keeps only its kind.
+func (s *scanner) reducedMember(keep map[string]bool) (*node, error) {
+	if s.peek() != '{' {
+		if _, err := s.skip(); err != nil {
+			return nil, err
+		}
+		return &node{kind: nNull}, nil // nodeFacts only asks whether it is an object
+	}
+	n := node{kind: nObject, keys: make([]string, 0, len(keep)), items: make([]node, 0, len(keep))}
+	err := s.members("", func(key []byte) error {
+		if !keep[string(key)] {
+			_, err := s.skip()
+			return err
+		}
+		v, err := s.node()
+		if err != nil {
+			return err
+		}
+		for i, k := range n.keys {
+			if k == string(key) {
+				n.items[i] = v
+				return nil
+			}
+		}
+		n.keys, n.items = append(n.keys, string(key)), append(n.items, v)
+		return nil
+	})
+	return &n, err
 }
 
 func nodeFacts(root *node) (claimFacts, string) {
@@ -130,6 +216,11 @@ func hasLoneSurrogate(s string) bool {
 
 // nestedDeeperThan reports whether arrays and objects nest deeper than limit.
 func nestedDeeperThan(b []byte, limit int) bool {
+	// Nesting deeper than limit takes more than limit opening brackets;
+	// counting them (vectorised) settles almost every message at once.
+	if bytes.Count(b, []byte{'['})+bytes.Count(b, []byte{'{'}) <= limit {
+		return false
+	}
 	depth := 0
 	for i := 0; i < len(b); i++ {
 		switch b[i] {
