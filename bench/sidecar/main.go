@@ -62,6 +62,7 @@ type config struct {
 	n, nReroute int
 	pairs       int
 	concurrency int
+	batch       int
 	refBatch    int
 	out         string
 	python      string
@@ -98,6 +99,7 @@ func main() {
 	flag.IntVar(&cfg.nReroute, "n-reroute", 2000, "messages per reroute arm")
 	flag.IntVar(&cfg.pairs, "pairs", 5, "A/B pairs per figure")
 	flag.IntVar(&cfg.concurrency, "concurrency", 8, "side-car Options.Concurrency")
+	flag.IntVar(&cfg.batch, "batch", 64, "side-car Options.Batch")
 	flag.IntVar(&cfg.refBatch, "ref-batch", 100, "messages per pipeline in the RPOP+LPUSH reference")
 	flag.BoolVar(&cfg.diagnose, "diagnose", true, "also measure claim.lua's per-message inspection cost inside Redis")
 	flag.StringVar(&cfg.out, "out", "bench/results/sidecar.json", "JSON result file")
@@ -249,7 +251,7 @@ func reset(ctx context.Context, pool *pgxpool.Pool, rdb *redis.Client, list stri
 // runSidecar runs a fresh side-car until done reports true, and returns the
 // time from Run to done (route read and start-up included: one query).
 func runSidecar(ctx context.Context, cfg config, pool *pgxpool.Pool, rdb *redis.Client, done func() (bool, error)) (time.Duration, error) {
-	sc, err := phase2.New(ctx, pool, rdb, phase2.Options{Concurrency: cfg.concurrency, Logger: quiet, ShutdownTimeout: 10 * time.Second})
+	sc, err := phase2.New(ctx, pool, rdb, phase2.Options{Concurrency: cfg.concurrency, Batch: cfg.batch, Logger: quiet, ShutdownTimeout: 10 * time.Second})
 	if err != nil {
 		return 0, err
 	}
@@ -294,7 +296,7 @@ func passthroughFigure(ctx context.Context, cfg config, pool *pgxpool.Pool, rdb 
 	}
 	fmt.Fprintf(os.Stderr, "passthrough: %d messages of %d B, %d pairs\n", cfg.n, len(msgs[0].([]byte)), cfg.pairs)
 	res := figureResult{Figure: "side-car passthrough rate", Target: "A/B >= 0.5", Messages: cfg.n,
-		A: fmt.Sprintf("side-car (Concurrency %d): claim.lua + settle.lua per message, intercept -> %s", cfg.concurrency, workerQueue),
+		A: fmt.Sprintf("side-car (Concurrency %d, Batch %d): batch claim (claim rule in Go) + settle.lua per batch, intercept -> %s", cfg.concurrency, cfg.batch, workerQueue),
 		B: fmt.Sprintf("pipelined RPOP+LPUSH in Go, %d per pipeline, one connection", cfg.refBatch)}
 	n := int64(cfg.n)
 	for p := 1; p <= cfg.pairs; p++ {
@@ -467,7 +469,7 @@ func rerouteFigure(ctx context.Context, cfg config, pool *pgxpool.Pool, rdb *red
 	// The worker's copy of the messages: the same envelopes, on its queue.
 	fmt.Fprintf(os.Stderr, "reroute: %d messages, %d pairs\n", cfg.nReroute, cfg.pairs)
 	res := figureResult{Figure: "side-car reroute rate", Target: "A/B >= 10", Messages: cfg.nReroute,
-		A: fmt.Sprintf("side-car (Concurrency %d): reroute 100%%: decode, route, submit to PostgreSQL, publish run_pipeline, ack", cfg.concurrency),
+		A: fmt.Sprintf("side-car (Concurrency %d, Batch %d): reroute 100%%: decode, route, one PostgreSQL submit per batch, publish run_pipeline, ack", cfg.concurrency, cfg.batch),
 		B: "Celery 5.2.6 worker, -P prefork --concurrency 2, prefetch 4, no-op task; the same messages LPUSHed (timed) on its queue"}
 	routes, err := phase2.OpenRoutes(ctx, pool)
 	if err != nil {

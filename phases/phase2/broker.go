@@ -131,7 +131,7 @@ const (
 	settleDuplicate settleResult = 2 // acked as a duplicate, nothing pushed
 )
 
-// settlement is one call of settle.lua.
+// settlement is one message's part of a settle.lua call.
 type settlement struct {
 	tag     string
 	raw     []byte
@@ -146,26 +146,53 @@ type settlement struct {
 }
 
 func (k brokerKeys) settle(ctx context.Context, rdb redis.UniversalClient, s settlement) (settleResult, error) {
-	dest, once, ttl := s.dest, s.once, ""
-	if dest == "" {
-		dest = k.unacked() // unused; any key keeps KEYS' positions
-	}
-	if once == "" {
-		once = k.unacked()
-	} else {
-		ttl = strconv.FormatInt(int64(max(s.onceTTL, time.Second)/time.Second), 10)
-	}
-	outcome := s.outcome
-	if outcome == "" {
-		outcome = outcomeSeen
-	}
-	keys := []string{k.unacked(), k.unackedIndex(), dest, k.counter(outcomeSeen), k.counter(outcome), k.counter(outcomeDuplicate), once}
-	n, err := settleScript.Run(ctx, rdb, keys, s.tag, s.raw, s.action, s.payload,
-		strconv.FormatFloat(s.score, 'f', 6, 64), s.task, ttl).Int64()
+	res, err := k.settleMany(ctx, rdb, []settlement{s})
 	if err != nil {
-		return settleLost, fmt.Errorf("phase2: settle %s (%s): %w", s.tag, s.action, err)
+		return settleLost, err
 	}
-	return settleResult(n), nil
+	return res[0], nil
+}
+
+// settleMany runs settle.lua once for a batch: results[i] belongs to ss[i].
+func (k brokerKeys) settleMany(ctx context.Context, rdb redis.UniversalClient, ss []settlement) ([]settleResult, error) {
+	if len(ss) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, 0, 4+3*len(ss))
+	keys = append(keys, k.unacked(), k.unackedIndex(), k.counter(outcomeSeen), k.counter(outcomeDuplicate))
+	args := make([]any, 0, 7*len(ss))
+	for _, s := range ss {
+		dest, once, ttl := s.dest, s.once, ""
+		if dest == "" {
+			dest = k.unacked() // unused; any key keeps KEYS' positions
+		}
+		if once == "" {
+			once = k.unacked()
+		} else {
+			ttl = strconv.FormatInt(int64(max(s.onceTTL, time.Second)/time.Second), 10)
+		}
+		outcome := s.outcome
+		if outcome == "" {
+			outcome = outcomeSeen
+		}
+		keys = append(keys, dest, k.counter(outcome), once)
+		args = append(args, s.tag, s.raw, s.action, s.payload, strconv.FormatFloat(s.score, 'f', 6, 64), s.task, ttl)
+	}
+	out, err := settleScript.Run(ctx, rdb, keys, args...).Int64Slice()
+	if err != nil {
+		if len(ss) == 1 {
+			return nil, fmt.Errorf("phase2: settle %s (%s): %w", ss[0].tag, ss[0].action, err)
+		}
+		return nil, fmt.Errorf("phase2: settle %d messages: %w", len(ss), err)
+	}
+	if len(out) != len(ss) {
+		return nil, fmt.Errorf("phase2: settle script replied %d results for %d messages", len(out), len(ss))
+	}
+	res := make([]settleResult, len(out))
+	for i, n := range out {
+		res[i] = settleResult(n)
+	}
+	return res, nil
 }
 
 // count adds one to the task's counters where no script can do it

@@ -10,42 +10,122 @@ import (
 	"github.com/spinecore/spine-go/core"
 )
 
-// handle takes one claimed message to its end: dead-lettered, parked, or
-// handed off (with its ack) along its path. An error means nothing was
-// handed off and the message should go back on the queue.
-func (s *Sidecar) handle(ctx context.Context, d *celerybridge.Delivery) error {
+// job is one claimed message on its way through a batch. It ends in one of
+// three ways: settled with the batch (off), finished on its own (outcome:
+// dead-lettered), or failed (err: it goes back on the queue).
+type job struct {
+	d       *celerybridge.Delivery
+	dec     decision
+	task    string // counter field
+	started time.Time
+
+	off     *settlement
+	done    string          // the outcome settling it counts as: "ok", "parked"
+	follow  *core.RunRecord // followed once settled, if still active
+	outcome string
+	err     error
+}
+
+// handleBatch takes claimed messages to their ends: dead-lettered, parked,
+// or handed off (with their acks) along their paths. The runs of a batch are
+// recorded in one ledger write per path and every hand-off is settled in one
+// settle.lua call, each message atomically on its own: batching spares round
+// trips, it does not tie messages' fates together. Messages that could not
+// be handed off go back on the queue; the first such error is returned.
+func (s *Sidecar) handleBatch(ctx context.Context, ds []*celerybridge.Delivery) error {
 	started := time.Now()
-	dec := decide(d.Raw, *s.table.Load(), s.opts.Catalog, s.opts.WorkerQueue, s.opts.Pickle, started)
-	task := unknownTask
-	if dec.task != nil {
-		task = dec.task.Name
+	table := *s.table.Load()
+	jobs := make([]*job, len(ds))
+	var shadows, reroutes []*job
+	for i, d := range ds {
+		j := &job{d: d, started: started, task: unknownTask}
+		j.dec = decide(d.Raw, table, s.opts.Catalog, s.opts.WorkerQueue, s.opts.Pickle, started)
+		if j.dec.task != nil {
+			j.task = j.dec.task.Name
+		}
+		jobs[i] = j
+		if s.beforeHandOff != nil {
+			s.beforeHandOff(ctx)
+		}
+		switch dec := j.dec; {
+		case dec.deadLetter != "":
+			j.outcome, j.err = s.deadLetter(ctx, d, j.task, dec.deadLetter)
+		case !dec.park.IsZero():
+			s.planPark(j)
+		case dec.path == ModePassthrough:
+			s.planPassthrough(ctx, j)
+		case dec.path == ModeShadow:
+			shadows = append(shadows, j)
+		default:
+			reroutes = append(reroutes, j)
+		}
 	}
-	var (
-		outcome string
-		err     error
-	)
-	if s.beforeHandOff != nil {
-		s.beforeHandOff(ctx)
+	s.record(ctx, s.shadow, shadows, "record shadow executions")
+	s.record(ctx, s.reroute, reroutes, "submit rerouted runs")
+	s.settle(ctx, jobs)
+
+	var first error
+	for _, j := range jobs {
+		path := string(j.dec.path)
+		if j.err != nil {
+			s.metrics.message(j.task, path, "error")
+			s.putBack(j.d)
+			if first == nil {
+				first = j.err
+			}
+			continue
+		}
+		s.metrics.message(j.task, path, j.outcome)
+		s.metrics.latency.observe(path, time.Since(j.started))
 	}
-	switch {
-	case dec.deadLetter != "":
-		outcome, err = s.deadLetter(ctx, d, task, dec.deadLetter)
-	case !dec.park.IsZero():
-		outcome, err = s.park(ctx, d, dec)
-	case dec.path == ModePassthrough:
-		outcome, err = s.passthrough(ctx, d, dec)
-	case dec.path == ModeShadow:
-		outcome, err = s.shadowMessage(ctx, d, dec)
-	default:
-		outcome, err = s.rerouteMessage(ctx, d, dec)
+	return first
+}
+
+// settle hands off every planned job of a batch in one settle.lua call.
+func (s *Sidecar) settle(ctx context.Context, jobs []*job) {
+	var ss []settlement
+	var settling []*job
+	for _, j := range jobs {
+		if j.err == nil && j.off != nil {
+			ss = append(ss, *j.off)
+			settling = append(settling, j)
+		}
 	}
+	res, err := s.keys.settleMany(ctx, s.broker, ss)
+	for i, j := range settling {
+		if err != nil {
+			j.err = err
+			continue
+		}
+		j.outcome = settleOutcome(res[i], j.done)
+		if res[i] != settleLost && j.follow != nil && j.follow.Status.Active() {
+			s.follower.add(followedRun(*j.follow))
+		}
+	}
+}
+
+// record records the runs of one path's jobs in one ledger write, then plans
+// each hand-off the way its run says. Submits are idempotent on the Celery
+// task id, so a batch that failed is simply claimed and recorded again.
+func (s *Sidecar) record(ctx context.Context, d *core.Dispatcher, jobs []*job, what string) {
+	if len(jobs) == 0 {
+		return
+	}
+	specs := make([]core.WorkSpec, len(jobs))
+	for i, j := range jobs {
+		specs[i] = j.dec.spec
+	}
+	runs, err := d.SubmitMany(ctx, specs)
 	if err != nil {
-		s.metrics.message(task, string(dec.path), "error")
-		return err
+		err = fmt.Errorf("phase2: %s (%d messages): %w", what, len(jobs), err)
+		for _, j := range jobs {
+			j.err = err
+		}
+		return
 	}
-	s.metrics.message(task, string(dec.path), outcome)
-	s.metrics.latency.observe(string(dec.path), time.Since(started))
-	return nil
+	for i, j := range jobs {
+		s.planRecorded(ctx, j, runs[i])
+	}
 }
 
 // deadLetter moves the message to the dead-letter list with the reason and
@@ -67,41 +147,35 @@ func (s *Sidecar) deadLetter(ctx context.Context, d *celerybridge.Delivery, task
 	return "dead_lettered", nil
 }
 
-// passthrough republishes the message, unless it is a redelivery of a task
-// id the side-car recorded a run for before it stopped: the first decision
-// stands whatever the route says now. Only redeliveries are looked up, which
-// keeps the common case free of any database access.
-func (s *Sidecar) passthrough(ctx context.Context, d *celerybridge.Delivery, dec decision) (string, error) {
-	if d.Redelivered && dec.task != nil && !dec.task.Opaque {
+// planPassthrough republishes the message, unless it is a redelivery of a
+// task id the side-car recorded a run for before it stopped: the first
+// decision stands whatever the route says now. Only redeliveries are looked
+// up, which keeps the common case free of any database access.
+func (s *Sidecar) planPassthrough(ctx context.Context, j *job) {
+	dec := j.dec
+	if j.d.Redelivered && dec.task != nil && !dec.task.Opaque {
 		run, err := s.reroute.Ledger().GetRunByIdempotencyKey(ctx, IdempotencyKey(dec.task.ID))
 		switch {
 		case errors.Is(err, core.ErrNotFound):
 		case err != nil:
-			return "", fmt.Errorf("phase2: look up a run for redelivered %s[%s]: %w", dec.task.Name, dec.task.ID, err)
+			j.err = fmt.Errorf("phase2: look up a run for redelivered %s[%s]: %w", dec.task.Name, dec.task.ID, err)
+			return
 		case run.ExecutorName == ExecutorReroute || run.ExecutorName == ExecutorShadow:
-			return s.handOffRecorded(ctx, d, dec, run)
+			s.planRecorded(ctx, j, run)
+			return
 		}
 	}
-	return s.forward(ctx, d, dec, outcomePassed)
+	s.planForward(j, outcomePassed)
 }
 
-// forwardShadowed republishes a shadowed message and follows its run.
-func (s *Sidecar) forwardShadowed(ctx context.Context, d *celerybridge.Delivery, dec decision, run core.RunRecord) (string, error) {
-	outcome, err := s.forward(ctx, d, dec, outcomeShadowed)
-	if err == nil && run.Status.Active() {
-		s.follower.add(followedRun(run))
+// planForward republishes the original envelope, byte for byte, to the
+// route's worker queue, on the list of its priority, with the ack.
+func (s *Sidecar) planForward(j *job, outcome string) {
+	j.off = &settlement{
+		tag: j.d.Tag, raw: j.d.Raw, action: "push", dest: s.keys.list(j.dec.route.Queue, j.d.Priority), payload: j.d.Raw,
+		task: j.dec.task.Name, outcome: outcome,
 	}
-	return outcome, err
-}
-
-// forward republishes the original envelope, byte for byte, to the route's
-// worker queue, on the list of its priority, with the ack.
-func (s *Sidecar) forward(ctx context.Context, d *celerybridge.Delivery, dec decision, outcome string) (string, error) {
-	res, err := s.keys.settle(ctx, s.broker, settlement{
-		tag: d.Tag, raw: d.Raw, action: "push", dest: s.keys.list(dec.route.Queue, d.Priority), payload: d.Raw,
-		task: dec.task.Name, outcome: outcome,
-	})
-	return settleOutcome(res, "ok"), err
+	j.done = "ok"
 }
 
 func settleOutcome(res settleResult, done string) string {
@@ -114,79 +188,63 @@ func settleOutcome(res settleResult, done string) string {
 	return done
 }
 
-// park holds a reroute message until its eta, out of the unacked records
+// planPark holds a reroute message until its eta, out of the unacked records
 // (no visibility timeout can restore it early) and out of memory.
-func (s *Sidecar) park(ctx context.Context, d *celerybridge.Delivery, dec decision) (string, error) {
-	res, err := s.keys.settle(ctx, s.broker, settlement{
-		tag: d.Tag, raw: d.Raw, action: "park", dest: s.keys.parked(s.opts.Queue),
-		payload: []byte(parkedMember(s.keys.list(s.opts.Queue, d.Priority), d.Tag, d.Raw)),
-		score:   float64(dec.park.UnixMicro()) / 1e6,
-	})
-	return settleOutcome(res, "parked"), err
-}
-
-// shadowMessage records the execution, then republishes the original.
-func (s *Sidecar) shadowMessage(ctx context.Context, d *celerybridge.Delivery, dec decision) (string, error) {
-	run, err := s.shadow.Submit(ctx, dec.spec)
-	if err != nil {
-		return "", fmt.Errorf("phase2: record shadow execution of %s[%s]: %w", dec.task.Name, dec.task.ID, err)
+func (s *Sidecar) planPark(j *job) {
+	j.off = &settlement{
+		tag: j.d.Tag, raw: j.d.Raw, action: "park", dest: s.keys.parked(s.opts.Queue),
+		payload: []byte(parkedMember(s.keys.list(s.opts.Queue, j.d.Priority), j.d.Tag, j.d.Raw)),
+		score:   float64(j.dec.park.UnixMicro()) / 1e6,
 	}
-	return s.handOffRecorded(ctx, d, dec, run)
+	j.done = "parked"
 }
 
-// rerouteMessage submits the pipeline run, then publishes its task.
-func (s *Sidecar) rerouteMessage(ctx context.Context, d *celerybridge.Delivery, dec decision) (string, error) {
-	run, err := s.reroute.Submit(ctx, dec.spec)
-	if err != nil {
-		return "", fmt.Errorf("phase2: submit rerouted %s[%s]: %w", dec.task.Name, dec.task.ID, err)
-	}
-	return s.handOffRecorded(ctx, d, dec, run)
-}
-
-// handOffRecorded hands a message off the way its task id's run says: the
-// first decision stands, whatever the route says now (the side-car stopped
-// between recording the run and the hand-off, and the route changed). A
-// run the side-car did not record (its idempotency key taken by another
-// writer) is left alone, and the message passed through untracked.
-func (s *Sidecar) handOffRecorded(ctx context.Context, d *celerybridge.Delivery, dec decision, run core.RunRecord) (string, error) {
+// planRecorded plans a hand-off the way the task id's run says: the first
+// decision stands, whatever the route says now (the side-car stopped
+// between recording the run and the hand-off, and the route changed). A run
+// the side-car did not record (its idempotency key taken by another writer)
+// is left alone, and the message passed through untracked.
+func (s *Sidecar) planRecorded(ctx context.Context, j *job, run core.RunRecord) {
 	switch run.ExecutorName {
 	case ExecutorReroute:
-		return s.publishPipeline(ctx, d, dec, run)
+		s.planPipeline(ctx, j, run)
+		return
 	case ExecutorShadow:
-		return s.forwardShadowed(ctx, d, dec, run)
+		s.planForward(j, outcomeShadowed)
+		j.follow = &run
+		return
 	}
 	s.log.Warn("phase2: the task id's execution was recorded by another writer; passing the message through untracked",
-		"task", dec.task.Name, "id", dec.task.ID, "run", run.RunID, "executor", run.ExecutorName)
-	return s.forward(ctx, d, dec, outcomePassed)
+		"task", j.dec.task.Name, "id", j.dec.task.ID, "run", run.RunID, "executor", run.ExecutorName)
+	s.planForward(j, outcomePassed)
 }
 
-// publishPipeline hands the run's pipeline task to the Python workers with
-// the ack of the original message, once per task id.
-func (s *Sidecar) publishPipeline(ctx context.Context, d *celerybridge.Delivery, dec decision, run core.RunRecord) (string, error) {
+// planPipeline hands the run's pipeline task to the Python workers with the
+// ack of the original message, once per task id.
+func (s *Sidecar) planPipeline(ctx context.Context, j *job, run core.RunRecord) {
+	dec := j.dec
 	msg, err := s.celery.Message(run, run.ExternalRef)
 	if err != nil {
 		// Nothing Celery could read: the run fails now rather than wait
 		// for a result that cannot come.
 		if _, ferr := s.reroute.MarkFailed(ctx, run.RunID, &core.Failure{Type: "PipelineTaskUnbuildable", Message: err.Error(), Permanent: true}); ferr != nil && !settled(ferr) {
-			return "", ferr
+			j.err = ferr
+			return
 		}
-		return s.deadLetter(ctx, d, dec.task.Name, fmt.Sprintf("%s: %s[%s]: pipeline task: %v", reasonMapping, dec.task.Name, dec.task.ID, err))
+		j.outcome, j.err = s.deadLetter(ctx, j.d, dec.task.Name, fmt.Sprintf("%s: %s[%s]: pipeline task: %v", reasonMapping, dec.task.Name, dec.task.ID, err))
+		return
 	}
 	env, err := celerybridge.DecodeEnvelope(msg)
 	if err != nil {
-		return "", fmt.Errorf("phase2: the pipeline task just built does not decode: %w", err)
+		j.err = fmt.Errorf("phase2: the pipeline task just built does not decode: %w", err)
+		return
 	}
-	res, err := s.keys.settle(ctx, s.broker, settlement{
-		tag: d.Tag, raw: d.Raw, action: "push", dest: s.keys.list(s.celery.Queue(run.Spec), env.Properties.Priority), payload: msg,
+	j.off = &settlement{
+		tag: j.d.Tag, raw: j.d.Raw, action: "push", dest: s.keys.list(s.celery.Queue(run.Spec), env.Properties.Priority), payload: msg,
 		task: dec.task.Name, outcome: outcomeRerouted, once: s.keys.once(dec.task.ID), onceTTL: s.opts.OnceTTL,
-	})
-	if err != nil {
-		return "", err
 	}
-	if res != settleLost && run.Status.Active() {
-		s.follower.add(followedRun(run))
-	}
-	return settleOutcome(res, "ok"), nil
+	j.done = "ok"
+	j.follow = &run
 }
 
 // unparkLoop puts due parked messages back on the intercept queue.

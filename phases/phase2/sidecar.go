@@ -30,8 +30,13 @@ type Options struct {
 	// Catalog maps bypass tasks to pipelines. Default
 	// capturespine.DefaultCatalog().
 	Catalog *capturespine.Catalog
-	// Concurrency is how many messages are handled at once. Default 8.
+	// Concurrency is how many batches are handled at once. Default 8.
 	Concurrency int
+	// Batch is the most messages one claim takes and handles together:
+	// their runs recorded in one ledger write per path, their hand-offs
+	// settled in one Redis call. At most Concurrency × Batch messages are
+	// in hand. Default 64; 1 handles messages one by one.
+	Batch int
 	// Pickle is what happens to pickle, yaml and msgpack bodies. Default
 	// PickleDeadLetter.
 	Pickle PicklePolicy
@@ -99,6 +104,10 @@ func (o Options) withDefaults() Options {
 	if o.Concurrency <= 0 {
 		o.Concurrency = 8
 	}
+	if o.Batch <= 0 {
+		o.Batch = 64
+	}
+	o.Batch = min(o.Batch, celerybridge.MaxClaimBatch)
 	if o.Pickle == "" {
 		o.Pickle = PickleDeadLetter
 	}
@@ -274,14 +283,21 @@ func (s *Sidecar) Run(ctx context.Context) error {
 	})
 	defer stopAfter()
 
-	var claimers sync.WaitGroup
+	// One claimer feeds Concurrency handlers: batch claims peek at the
+	// queue's tail, and several claimers in one process would mostly peek
+	// at the same messages and lose them to each other.
+	batches := make(chan []*celerybridge.Delivery)
+	var claimers, handlers sync.WaitGroup
 	for range s.opts.Concurrency {
-		claimers.Add(1)
-		go func() { defer claimers.Done(); s.claimLoop(ctx, hctx) }()
+		handlers.Add(1)
+		go func() { defer handlers.Done(); s.handleLoop(ctx, hctx, batches) }()
 	}
+	claimers.Add(1)
+	go func() { defer claimers.Done(); defer close(batches); s.claimLoop(ctx, batches) }()
 	s.ready.Store(true)
-	s.log.Info("phase2: side-car running", "queue", s.opts.Queue, "concurrency", s.opts.Concurrency)
+	s.log.Info("phase2: side-car running", "queue", s.opts.Queue, "concurrency", s.opts.Concurrency, "batch", s.opts.Batch)
 	claimers.Wait()
+	handlers.Wait()
 	s.ready.Store(false)
 	stopBG()
 	bgWG.Wait()
@@ -318,48 +334,57 @@ func (s *Sidecar) applyRoutes(ctx context.Context, routes []Route) {
 	}
 }
 
-// claimLoop claims and handles messages one at a time until ctx ends.
-func (s *Sidecar) claimLoop(ctx, hctx context.Context) {
+// claimLoop claims batches of messages and hands them to the handlers until
+// ctx ends. A batch is claimed only once a handler is free to take it, so
+// at most Concurrency + 1 batches are in hand.
+func (s *Sidecar) claimLoop(ctx context.Context, batches chan<- []*celerybridge.Delivery) {
 	queues := []string{s.opts.Queue}
 	backoff := time.Duration(0)
 	for ctx.Err() == nil {
-		d, err := s.transport.Claim(ctx, queues, time.Second)
-		if err == nil || errors.Is(err, celerybridge.ErrNoMessage) || errors.Is(err, celerybridge.ErrDeadLettered) {
+		ds, dls, err := s.transport.ClaimBatch(ctx, queues, s.opts.Batch, time.Second)
+		if err == nil || errors.Is(err, celerybridge.ErrNoMessage) || ctx.Err() != nil {
 			s.failing.Store(false)
 		}
-		switch {
-		case ctx.Err() != nil:
-			if d != nil { // cannot happen (Claim hands it back), but never strand one
-				s.putBack(d)
-			}
-			return
-		case errors.Is(err, celerybridge.ErrNoMessage):
-			continue
-		case errors.Is(err, celerybridge.ErrDeadLettered):
+		for _, dl := range dls {
 			// The claim rule refused it (kombu could not restore it): it is
 			// in the dead-letter list already.
-			var dl *celerybridge.DeadLetter
-			reason := "claim"
-			if errors.As(err, &dl) {
-				reason = dl.Reason
-			}
-			s.metrics.deadLetter(reason)
+			s.metrics.deadLetter(dl.Reason)
 			s.metrics.message(unknownTask, "", "dead_lettered")
 			if cerr := s.keys.count(context.WithoutCancel(ctx), s.broker, unknownTask, outcomeDeadLettered); cerr != nil {
 				s.log.Warn("phase2: counting a dead letter", "err", cerr)
 			}
+		}
+		switch {
+		case ctx.Err() != nil:
+			for _, d := range ds { // cannot happen (ClaimBatch hands them back), but never strand one
+				s.putBack(d)
+			}
+			return
+		case errors.Is(err, celerybridge.ErrNoMessage):
 			continue
 		case err != nil:
 			s.metrics.claimErrors.Add(1)
 			s.failing.Store(true)
 			backoff = s.pause(ctx, backoff, "claim", err)
 			continue
+		case len(ds) == 0:
+			continue
 		}
-		s.metrics.inFlight.Add(1)
-		err = s.handle(hctx, d)
-		s.metrics.inFlight.Add(-1)
+		backoff = 0
+		s.metrics.inFlight.Add(int64(len(ds)))
+		batches <- ds // handlers drain the channel until it is closed
+	}
+}
+
+// handleLoop handles the batches the claimer hands over, until it closes
+// the channel. After a failed batch (its messages are back on the queue)
+// it pauses, so a broken database is not hammered.
+func (s *Sidecar) handleLoop(ctx, hctx context.Context, batches <-chan []*celerybridge.Delivery) {
+	backoff := time.Duration(0)
+	for ds := range batches {
+		err := s.handleBatch(hctx, ds)
+		s.metrics.inFlight.Add(-int64(len(ds)))
 		if err != nil {
-			s.putBack(d)
 			backoff = s.pause(ctx, backoff, "handle", err)
 			continue
 		}
