@@ -30,12 +30,14 @@ type Options struct {
 	// Catalog maps bypass tasks to pipelines. Default
 	// capturespine.DefaultCatalog().
 	Catalog *capturespine.Catalog
-	// Concurrency is how many batches are handled at once. Default 8.
+	// Concurrency is how many batches are handled at once. Default 4.
 	Concurrency int
 	// Batch is the most messages one claim takes and handles together:
 	// their runs recorded in one ledger write per path, their hand-offs
 	// settled in one Redis call. At most Concurrency × Batch messages are
-	// in hand. Default 64; 1 handles messages one by one.
+	// in hand. A batch takes what is waiting, so a large one costs a lone
+	// message nothing. Default 512 (celerybridge.MaxClaimBatch); 1 handles
+	// messages one by one.
 	Batch int
 	// Pickle is what happens to pickle, yaml and msgpack bodies. Default
 	// PickleDeadLetter.
@@ -102,10 +104,10 @@ func (o Options) withDefaults() Options {
 		o.Catalog = capturespine.DefaultCatalog()
 	}
 	if o.Concurrency <= 0 {
-		o.Concurrency = 8
+		o.Concurrency = 4
 	}
 	if o.Batch <= 0 {
-		o.Batch = 64
+		o.Batch = celerybridge.MaxClaimBatch
 	}
 	o.Batch = min(o.Batch, celerybridge.MaxClaimBatch)
 	if o.Pickle == "" {
