@@ -38,7 +38,7 @@ func main() {
 	}
 }
 
-func step(n int, title string) { fmt.Printf("\n[%d/8] %s\n", n, title) }
+func step(n int, title string) { fmt.Printf("\n[%d/9] %s\n", n, title) }
 
 func run(ctx context.Context) error {
 	fmt.Println("spine-go demo: Capture-Spine onto spine-core run tracking, on throwaway servers")
@@ -132,7 +132,12 @@ func run(ctx context.Context) error {
 		}
 	}
 
-	step(7, "Phase 3: copy the legacy jobs into executions online, then verify")
+	step(7, "Phase 2 side-car: backups shadowed, 25% of syncs rerouted through the dispatcher, the rest shadowed")
+	if err := sidecarTraffic(ctx, bin, env, pool, rd.URL(0)); err != nil {
+		return err
+	}
+
+	step(8, "Phase 3: copy the legacy jobs into executions online, then verify")
 	for _, args := range [][]string{{"phase3", "copy", "--execute"}, {"phase3", "verify"}} {
 		if out, err = runCLI(ctx, bin, env, args...); err != nil {
 			return err
@@ -140,7 +145,7 @@ func run(ctx context.Context) error {
 		fmt.Print(indent(out))
 	}
 
-	step(8, "spine-migrate status")
+	step(9, "spine-migrate status")
 	if out, err = runCLI(ctx, bin, env, "status"); err != nil {
 		return err
 	}
