@@ -104,7 +104,8 @@ type Transport struct {
 	unackedKey, indexKey, mutexKey, deadKey string
 
 	mu     sync.Mutex
-	cycles map[string][]string // queue list -> rotated consume order
+	cycles map[string][]string    // queue list -> rotated consume order
+	ahead  map[string]peekedAhead // queue list -> messages read behind the last batch claimed
 	// singleClaims: the server cannot run the batch claim (Redis < 6.2);
 	// ClaimBatch claims one message at a time.
 	singleClaims atomic.Bool

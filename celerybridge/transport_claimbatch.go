@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -135,15 +137,23 @@ func (t *Transport) claimPeeked(ctx context.Context, queues []string, limit int)
 			lists = append(lists, t.listKey(q, step))
 		}
 	}
-	res, err := peekScript.Run(ctx, t.rdb, lists, limit).Slice()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil, false, nil
+	key := strings.Join(queues, "\x00")
+	idx, items, ok := t.takeAhead(key)
+	if !ok {
+		res, err := peekScript.Run(ctx, t.rdb, lists, limit).Slice()
+		if errors.Is(err, redis.Nil) {
+			return nil, nil, false, nil
+		}
+		if err != nil {
+			return nil, nil, false, fmt.Errorf("celerybridge: claim from %v: peek: %w", queues, err)
+		}
+		idx, _ = res[0].(int64)
+		got, _ := res[1].([]any)
+		items = make([]string, len(got))
+		for i, v := range got {
+			items[i], _ = v.(string)
+		}
 	}
-	if err != nil {
-		return nil, nil, false, fmt.Errorf("celerybridge: claim from %v: peek: %w", queues, err)
-	}
-	idx, _ := res[0].(int64)
-	items, _ := res[1].([]any)
 	if idx < 1 || int(idx) > len(lists) || len(items) == 0 {
 		return nil, nil, false, fmt.Errorf("celerybridge: peek script replied list %d with %d messages", idx, len(items))
 	}
@@ -151,18 +161,15 @@ func (t *Transport) claimPeeked(ctx context.Context, queues []string, limit int)
 	list := lists[idx-1]
 
 	// Judge the tail first, the order they are popped in.
-	msgs := make([]peeked, 0, len(items))
-	size := 0
+	n, size := 0, 0
 	for i := len(items) - 1; i >= 0; i-- {
-		s, _ := items[i].(string)
-		if len(msgs) > 0 && size+len(s) > maxClaimBatchBytes {
+		if n > 0 && size+len(items[i]) > maxClaimBatchBytes {
 			break
 		}
-		size += len(s)
-		raw := []byte(s)
-		facts, fault := claimCheck(raw)
-		msgs = append(msgs, peeked{raw: raw, facts: facts, fault: fault})
+		size += len(items[i])
+		n++
 	}
+	msgs := judge(items[len(items)-n:])
 	keys := append([]string{t.unackedKey, t.indexKey, t.deadKey, list}, lists[:idx-1]...)
 	args := make([]any, 0, 1+3*len(msgs))
 	args = append(args, t.sep)
@@ -182,9 +189,17 @@ func (t *Transport) claimPeeked(ctx context.Context, queues []string, limit int)
 	defer cancel()
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(claimReplyGrace, cancel) })
 	defer stop()
-	out, err := claimBatchScript.Run(sctx, t.rdb, keys, args...).StringSlice()
+	// With one queue the next claim will peek at the same list, so the run
+	// behind this one is read in the same round trip, before this run is
+	// popped: the next claim judges it at once (and its script still checks
+	// every message is there, byte for byte).
+	peekAhead := len(queues) == 1 && len(items) == limit && len(msgs) == len(items)
+	out, ahead, err := t.runClaimBatch(sctx, keys, args, list, peekAhead, len(msgs), limit)
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("celerybridge: claim from %v: %w", queues, err)
+	}
+	if len(out)-1 == len(msgs) && len(ahead) > 0 {
+		t.putAhead(key, idx, ahead)
 	}
 	if len(out) < 1 || len(out)-1 > len(msgs) {
 		return nil, nil, false, fmt.Errorf("celerybridge: claim batch script replied %d values for %d messages", len(out), len(msgs))
@@ -223,6 +238,84 @@ func (t *Transport) claimPeeked(ctx context.Context, queues []string, limit int)
 		return nil, dls, false, ctx.Err()
 	}
 	return ds, dls, false, nil
+}
+
+// runClaimBatch runs claimbatch.lua, pipelined behind an LRANGE of the
+// count messages behind the k being claimed when peekAhead is set.
+func (t *Transport) runClaimBatch(ctx context.Context, keys []string, args []any, list string, peekAhead bool, k, count int) ([]string, []string, error) {
+	if !peekAhead {
+		out, err := claimBatchScript.Run(ctx, t.rdb, keys, args...).StringSlice()
+		return out, nil, err
+	}
+	pipe := t.rdb.Pipeline()
+	aheadCmd := pipe.LRange(ctx, list, -int64(k+count), -int64(k+1))
+	claimCmd := claimBatchScript.EvalSha(ctx, pipe, keys, args...)
+	_, _ = pipe.Exec(ctx)
+	if err := claimCmd.Err(); redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// The server lost its script cache: load it, no peek ahead this time.
+		out, err := claimBatchScript.Run(ctx, t.rdb, keys, args...).StringSlice()
+		return out, nil, err
+	}
+	out, err := claimCmd.StringSlice()
+	if err != nil {
+		return nil, nil, err
+	}
+	ahead, err := aheadCmd.Result()
+	if err != nil {
+		return out, nil, nil // the claim stands; the next one peeks afresh
+	}
+	return out, ahead, nil
+}
+
+// takeAhead returns (and forgets) the messages read ahead for queues.
+func (t *Transport) takeAhead(key string) (int64, []string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	a, ok := t.ahead[key]
+	if ok {
+		delete(t.ahead, key)
+	}
+	return a.idx, a.items, ok
+}
+
+func (t *Transport) putAhead(key string, idx int64, items []string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ahead == nil || len(t.ahead) >= 64 {
+		t.ahead = map[string]peekedAhead{}
+	}
+	t.ahead[key] = peekedAhead{idx: idx, items: items}
+}
+
+// peekedAhead is the run of messages read behind a claimed one.
+type peekedAhead struct {
+	idx   int64 // 1-based list index in consume order, as the peek script gives
+	items []string
+}
+
+// judge applies the claim rule to items, the tail (served first) last, and
+// returns them in pop order. Large runs are judged on every core.
+func judge(items []string) []peeked {
+	msgs := make([]peeked, len(items))
+	one := func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			raw := []byte(items[len(items)-1-i])
+			facts, fault := claimCheck(raw)
+			msgs[i] = peeked{raw: raw, facts: facts, fault: fault}
+		}
+	}
+	workers := min(runtime.GOMAXPROCS(0), len(items)/64)
+	if workers < 2 {
+		one(0, len(items))
+		return msgs
+	}
+	var wg sync.WaitGroup
+	per := (len(items) + workers - 1) / workers
+	for lo := 0; lo < len(items); lo += per {
+		wg.Go(func() { one(lo, min(lo+per, len(items))) })
+	}
+	wg.Wait()
+	return msgs
 }
 
 // isScriptUnsupported reports a server too old for the batch claim (RPOP
