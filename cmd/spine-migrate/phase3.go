@@ -24,6 +24,7 @@ type phase3Flags struct {
 	targetBatch time.Duration
 	maxRate     int
 	chunkIDs    int64
+	parallel    int
 }
 
 func (f *phase3Flags) registerMapping(cmd *cobra.Command) {
@@ -39,7 +40,7 @@ func (f *phase3Flags) registerLocks(cmd *cobra.Command) {
 // options turns the flags into phase3.Options, reading the mapping file.
 func (a *app) phase3Options(f phase3Flags) (phase3.Options, error) {
 	opts := phase3.Options{LockTimeout: f.lockTimeout, MaxAttempts: f.maxAttempts, BatchSize: f.batchSize,
-		TargetBatch: f.targetBatch, MaxRate: f.maxRate, ChunkIDs: f.chunkIDs, Logger: a.log}
+		TargetBatch: f.targetBatch, MaxRate: f.maxRate, ChunkIDs: f.chunkIDs, VerifyParallel: f.parallel, Logger: a.log}
 	if f.mappingFile != "" {
 		file, err := os.Open(f.mappingFile)
 		if err != nil {
@@ -66,18 +67,19 @@ keep writing jobs.
            mapping does not know (the plan fails and names the fix: --job-mapping
            FILE), overlaps with executions (jobs whose Celery task id an execution
            already carries: linked, not duplicated), an estimate from a measured sample
-  copy     installs a trigger on jobs first (it carries every later insert, update
-           and delete into executions), then copies in keyset batches up to the
+  copy     installs triggers on jobs first (they carry every later insert, update,
+           delete and truncate into executions), then copies in keyset batches up to the
            largest id seen, each committed with its checkpoint: a killed copy resumes
            exactly. Batches adapt to --target-batch; --max-rate caps jobs/s; SIGINT
            or SIGTERM stop it after the batch in flight. Prints the plan unless --execute
   pause    pause a running copy within a second (as UPDATE spine_phase3_control
   resume   SET paused = true/false does from any connection)
   verify   compares per-chunk hashes of the mapped jobs with executions from one
-           snapshot and names every range that differs; --repair --execute re-copies them
+           snapshot (on --parallel connections) and names every range that differs;
+           --repair --execute re-copies them
   status   progress, rate, ETA, checkpoint, trigger, the state of each step
   cutover  verify, then with writes to jobs stopped by a short lock: jobs renamed to
-           jobs_retired, the trigger removed, optionally (--compat-view) a read-only
+           jobs_retired, the triggers removed, optionally (--compat-view) a read-only
            view named jobs over executions for legacy readers
   rollback until finalize: back to before phase 3 (jobs renamed back, migrated
            executions deleted by their deterministic ids, links, trigger, index and
@@ -248,6 +250,7 @@ func (a *app) phase3VerifyCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&repair, "repair", false, "re-copy the ranges that differ (with --execute)")
 	cmd.Flags().BoolVar(&f.execute, "execute", false, "with --repair: really re-copy; without it the ranges are listed and nothing changes")
 	cmd.Flags().Int64Var(&f.chunkIDs, "chunk-ids", 10000, "job ids per compared chunk")
+	cmd.Flags().IntVar(&f.parallel, "parallel", 0, "compare on this many connections at once, each a range of job ids, all from one snapshot (0: min(4, CPUs); 1: one transaction; never more than pool_max_conns allows)")
 	f.registerLocks(cmd)
 	return cmd
 }
@@ -385,7 +388,7 @@ func (a *app) phase3CutoverCmd() *cobra.Command {
 					fmt.Fprintf(w, "Phase 3: %s\n\nCutover would:\n", st.Summary())
 					fmt.Fprintln(w, "  1. verify executions against jobs from one snapshot (refusing on any difference or unmapped job)")
 					fmt.Fprintf(w, "  2. LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE (lock_timeout %s, retried): writes to jobs stop for milliseconds\n", f.lockTimeout)
-					fmt.Fprintln(w, "  3. ALTER TABLE jobs RENAME TO jobs_retired; DROP TRIGGER spine_phase3_jobs_sync")
+					fmt.Fprintln(w, "  3. ALTER TABLE jobs RENAME TO jobs_retired; DROP TRIGGER spine_phase3_jobs_sync, spine_phase3_jobs_truncate")
 					if view {
 						fmt.Fprintln(w, "  4. CREATE VIEW jobs: read-only, over executions, for legacy readers")
 					}
@@ -437,7 +440,7 @@ func (a *app) phase3RollbackCmd() *cobra.Command {
 					if st.JobsRetired {
 						fmt.Fprintln(w, "  - drop the jobs view if there is one and rename jobs_retired back to jobs (changes made since the cutover to migrated executions are lost)")
 					}
-					fmt.Fprintln(w, "  - drop the trigger spine_phase3_jobs_sync, first")
+					fmt.Fprintln(w, "  - drop the triggers spine_phase3_jobs_sync and spine_phase3_jobs_truncate, first")
 					fmt.Fprintf(w, "  - delete the migrated executions by their deterministic ids, in keyset batches (%d written by the copy)\n", st.Checkpoint.RowsCopied)
 					fmt.Fprintln(w, "  - remove metadata.legacy_job_ids from Capture-Spine's executions")
 					fmt.Fprintln(w, "  - drop phase 3's functions, the backend_task_id index and the spine_phase3_* tables, then count what is left")

@@ -72,6 +72,10 @@ func TestPhase3Commands(t *testing.T) {
 	if err != nil || !strings.Contains(out, "OK: every job") {
 		t.Fatalf("verify = %v\n%s", err, out)
 	}
+	out, _, err = run(t, env, "phase3", "verify", "--parallel", "3", "--chunk-ids", "300")
+	if err != nil || !strings.Contains(out, "1200 jobs in 5 chunks of 300 ids") || !strings.Contains(out, "OK: every job") {
+		t.Fatalf("verify --parallel 3 = %v\n%s", err, out)
+	}
 	out, _, err = run(t, env, "phase3", "status")
 	if err != nil || !strings.Contains(out, "Phase 3: copied") || !strings.Contains(out, "present on jobs") {
 		t.Fatalf("status = %v\n%s", err, out)

@@ -42,6 +42,12 @@ import (
 //     either keeps a whole batch or none of it.
 //  4. Every trigger write is an upsert or delete by the deterministic id,
 //     applied in jobs' own row-lock order, so the newest version wins.
+//  5. TRUNCATE jobs takes ACCESS EXCLUSIVE on jobs, which a batch (reading
+//     jobs) and any transaction writing jobs exclude, so it is strictly
+//     ordered with both; its statement trigger removes, in the same
+//     transaction, every execution, link and reject the jobs stood for.
+//     A batch after it finds no jobs; a job inserted after it is new to
+//     the row trigger and the copy alike.
 //
 // What it does not cover: a native execution gaining or losing a job's
 // Celery task id after the job was mapped (there is no trigger on

@@ -151,24 +151,36 @@ func setup(ctx context.Context, pool *pgxpool.Pool, opts Options, res *CopyResul
 	if err != nil {
 		return m, err
 	}
-	if _, err := withRetries(ctx, pool, opts, "install the trigger", func(ctx context.Context, tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, createRelink); err != nil {
+	if _, err := withRetries(ctx, pool, opts, "install the triggers", func(ctx context.Context, tx pgx.Tx) error {
+		for _, sql := range []string{createRelink, triggerFunctionSQL(b), createTruncateFunction} {
+			if _, err := tx.Exec(ctx, sql); err != nil {
+				return err
+			}
+		}
+		// Each trigger only where it is missing: a resumed copy takes no
+		// lock on jobs, and one set up before the TRUNCATE trigger existed
+		// gains it.
+		var row, truncate bool
+		if err := tx.QueryRow(ctx, selectEachTriggerPresent).Scan(&row, &truncate); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, triggerFunctionSQL(b)); err != nil {
-			return err
+		for _, t := range []struct {
+			present bool
+			create  string
+		}{{row, createTrigger}, {truncate, createTruncateTrigger}} {
+			if t.present {
+				continue
+			}
+			res.TriggerInstalled = true
+			if _, err := tx.Exec(ctx, t.create); err != nil {
+				return err
+			}
 		}
-		var present bool
-		if err := tx.QueryRow(ctx, selectTriggerPresent).Scan(&present); err != nil || present {
-			return err
-		}
-		res.TriggerInstalled = true
-		_, err := tx.Exec(ctx, createTrigger)
-		return err
+		return nil
 	}); err != nil {
-		return m, fmt.Errorf("phase3 copy: install the trigger on jobs: %w", err)
+		return m, fmt.Errorf("phase3 copy: install the triggers on jobs: %w", err)
 	}
-	opts.Logger.Info("phase3 copy: trigger in place", "trigger", triggerName, "installed_now", res.TriggerInstalled)
+	opts.Logger.Info("phase3 copy: triggers in place", "triggers", []string{triggerName, truncateTrigger}, "installed_now", res.TriggerInstalled)
 
 	// The bound, read only now that the trigger is committed (batch.go, 1).
 	if _, err := withRetries(ctx, pool, opts, "set the bound", func(ctx context.Context, tx pgx.Tx) error {
@@ -183,7 +195,16 @@ func setup(ctx context.Context, pool *pgxpool.Pool, opts Options, res *CopyResul
 	return m, nil
 }
 
-const selectTriggerPresent = `SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'spine_phase3_jobs_sync' AND tgrelid = to_regclass('jobs'))`
+// selectTriggerPresent says whether both of phase 3's triggers are on jobs:
+// the row trigger and the TRUNCATE trigger, which only work together.
+const selectTriggerPresent = `SELECT (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass('jobs')
+    AND tgname IN ('spine_phase3_jobs_sync', 'spine_phase3_jobs_truncate')) = 2`
+
+// selectEachTriggerPresent says, for the row trigger and the TRUNCATE
+// trigger in turn, whether it is on jobs.
+const selectEachTriggerPresent = `SELECT
+    EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'spine_phase3_jobs_sync' AND tgrelid = to_regclass('jobs')),
+    EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'spine_phase3_jobs_truncate' AND tgrelid = to_regclass('jobs'))`
 
 // ensureTaskIDIndex builds the backend_task_id index unless a valid one
 // exists, first dropping an invalid one a killed build left behind.

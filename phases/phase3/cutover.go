@@ -17,29 +17,64 @@ import (
 const RetiredTable = "jobs_retired"
 
 // compatView is the read-only view named jobs that cutover can leave for
-// legacy readers: one row per job, migrated or linked, in the jobs columns.
-// What the mapping did not keep comes back approximately: status and queue
-// in spine-core's vocabulary (executions.status and lane; the job's last
-// legacy status is in executions.metadata.legacy_status), payload as params
-// (a NULL payload reads {}), and a linked job shows its native execution.
+// legacy readers: one row per job, migrated or linked, in the jobs columns
+// and the legacy vocabulary, over what executions holds now.
+//
+// A migrated job reads back exactly as jobs held it at the cutover in id,
+// job_type, status, celery_task_id, user_id, result, error_message,
+// progress, attempts, created_at, started_at, finished_at and updated_at:
+// the mapping keeps each, in a column or in metadata. Approximate, because
+// the mapping folds values together:
+//   - queue is the lane, and a NULL queue became lane 'normal';
+//   - payload is params: a NULL payload became {}, and one that is not a
+//     JSON object became {"payload": value};
+//   - status, once spine-core moves the execution to a status its
+//     legacy_status does not map to, is that status mapped back (below);
+//   - updated_at stays the job's last update before the cutover:
+//     executions has no such column to follow spine-core's writes.
+//
+// A linked job has no execution of its own: its row is its native
+// execution's, with the job's id and (by the link rule) its Celery task id.
+// Its job_type is the pipeline name, its status the execution's mapped
+// back, user_id and progress are NULL, updated_at is created_at, and the
+// rest is the execution's. A job linked to several executions reads once
+// for each.
+//
+// Mapped back means the legacy status the mapping (spine_phase3_mapping,
+// which stays until rollback) maps to the execution's status: the one
+// spelled alike, else the first by name ("failed" reads "error" rather
+// than "failure"); the spine-core status itself when none maps to it
+// ("dead_lettered" in the default mapping).
 // UNION ALL makes it read-only: a legacy writer fails loudly.
 const compatView = `
 CREATE VIEW jobs AS
+WITH spine_map AS (
+    SELECT statuses FROM spine_phase3_mapping LIMIT 1
+), legacy_status AS (
+    SELECT DISTINCT ON (s.value) s.value AS status, s.key AS legacy
+    FROM spine_map CROSS JOIN LATERAL jsonb_each_text(spine_map.statuses) AS s
+    ORDER BY s.value, s.key <> s.value, s.key
+)
 SELECT (e.metadata ->> 'legacy_job_id')::bigint AS id,
        e.metadata ->> 'legacy_job_type' AS job_type,
-       e.status, e.backend_task_id AS celery_task_id,
+       CASE WHEN m.statuses ->> (e.metadata ->> 'legacy_status') = e.status THEN e.metadata ->> 'legacy_status'
+            ELSE COALESCE(r.legacy, e.status) END AS status,
+       e.backend_task_id AS celery_task_id,
        (e.metadata ->> 'user_id')::uuid AS user_id,
        e.lane AS queue, e.params AS payload, e.result, e.error AS error_message,
        (e.metadata ->> 'progress')::smallint AS progress, e.retry_count AS attempts,
        e.created_at, e.started_at, e.completed_at AS finished_at,
        COALESCE((e.metadata ->> 'legacy_updated_at')::timestamptz, e.created_at) AS updated_at
 FROM executions AS e
+LEFT JOIN spine_map AS m ON true
+LEFT JOIN legacy_status AS r ON r.status = e.status
 WHERE e.metadata ? 'legacy_job_type'
 UNION ALL
-SELECT (v #>> '{}')::bigint, e.pipeline_name, e.status, e.backend_task_id, NULL::uuid,
+SELECT (v #>> '{}')::bigint, e.pipeline_name, COALESCE(r.legacy, e.status), e.backend_task_id, NULL::uuid,
        e.lane, e.params, e.result, e.error, NULL::smallint, e.retry_count,
        e.created_at, e.started_at, e.completed_at, e.created_at
 FROM executions AS e CROSS JOIN LATERAL jsonb_array_elements(e.metadata -> 'legacy_job_ids') AS v
+LEFT JOIN legacy_status AS r ON r.status = e.status
 WHERE e.metadata ? 'legacy_job_ids'`
 
 // CutoverResult is what Cutover did.
@@ -53,8 +88,8 @@ type CutoverResult struct {
 // Cutover retires jobs: it verifies (outside any lock), then, with writes
 // to jobs stopped by a short ACCESS EXCLUSIVE lock (lock_timeout, retried),
 // makes sure nothing unmapped arrived since, renames jobs to jobs_retired,
-// removes the trigger and, if view, creates the read-only view jobs over
-// executions. The trigger carried every write up to the lock, so that is
+// removes the triggers and, if view, creates the read-only view jobs over
+// executions. The triggers carried every write up to the lock, so that is
 // the final catch-up. From then on executions is the only table that
 // tracks work; Rollback can still undo it, until Finalize.
 func Cutover(ctx context.Context, pool *pgxpool.Pool, opts Options, view bool) (CutoverResult, error) {
@@ -92,7 +127,8 @@ func Cutover(ctx context.Context, pool *pgxpool.Pool, opts Options, view bool) (
 			return fmt.Errorf("%w: %d jobs written since verify have a type or status the mapping does not know: map them (%s) and copy again",
 				ErrRefused, rejects, MappingFlag)
 		}
-		stmts := []string{"ALTER TABLE jobs RENAME TO jobs_retired", "DROP TRIGGER IF EXISTS spine_phase3_jobs_sync ON jobs_retired"}
+		stmts := []string{"ALTER TABLE jobs RENAME TO jobs_retired",
+			"DROP TRIGGER IF EXISTS spine_phase3_jobs_sync ON jobs_retired", "DROP TRIGGER IF EXISTS spine_phase3_jobs_truncate ON jobs_retired"}
 		if view {
 			stmts = append(stmts, compatView)
 		}
@@ -136,6 +172,7 @@ func Finalize(ctx context.Context, pool *pgxpool.Pool, opts Options, confirm str
 		for _, sql := range []string{
 			"DROP TABLE jobs_retired",
 			"DROP FUNCTION IF EXISTS spine_phase3_jobs_sync()",
+			"DROP FUNCTION IF EXISTS spine_phase3_jobs_truncate()",
 			"DROP TABLE IF EXISTS spine_phase3_control, spine_phase3_rejects",
 			"UPDATE spine_phase3_copy SET finalized_at = now()",
 		} {
@@ -163,7 +200,7 @@ type RollbackResult struct {
 }
 
 // Rollback returns the database to its state before phase 3, until
-// Finalize: jobs renamed back (the compatibility view dropped), the trigger
+// Finalize: jobs renamed back (the compatibility view dropped), the triggers
 // dropped first (so nothing writes migrated rows meanwhile), the migrated
 // executions deleted by their deterministic ids in keyset batches, the
 // links removed from native executions, phase 3's functions, index and
@@ -219,7 +256,8 @@ func Rollback(ctx context.Context, pool *pgxpool.Pool, opts Options) (RollbackRe
 		}
 		res.Renamed = true
 	}
-	if err := step("drop the trigger", "DROP TRIGGER IF EXISTS spine_phase3_jobs_sync ON jobs"); err != nil {
+	if err := step("drop the triggers", "DROP TRIGGER IF EXISTS spine_phase3_jobs_sync ON jobs",
+		"DROP TRIGGER IF EXISTS spine_phase3_jobs_truncate ON jobs"); err != nil {
 		return res, err
 	}
 
@@ -258,6 +296,7 @@ func Rollback(ctx context.Context, pool *pgxpool.Pool, opts Options) (RollbackRe
 	}
 	if err := step("drop phase 3's functions and tables",
 		"DROP FUNCTION IF EXISTS spine_phase3_jobs_sync()",
+		"DROP FUNCTION IF EXISTS spine_phase3_jobs_truncate()",
 		"DROP FUNCTION IF EXISTS spine_phase3_relink(jsonb, bigint, bigint, bigint[])",
 		"DROP TABLE IF EXISTS spine_phase3_mapping, spine_phase3_control, spine_phase3_rejects, spine_phase3_copy"); err != nil {
 		return res, err

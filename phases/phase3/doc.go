@@ -12,12 +12,14 @@
 //     mapping in SQL (capturespine.JobMapping.SQL, the same mapping as the Go
 //     adapter), each batch committed with its checkpoint. Interrupted at any
 //     instant it resumes exactly. The trigger carries inserts, updates and
-//     deletes on jobs into executions during and after the copy.
+//     deletes on jobs into executions during and after the copy; a
+//     statement trigger does the same for a TRUNCATE of jobs, which fires
+//     no row trigger.
 //   - Verify compares, from one snapshot, per-chunk hashes of the mapped
 //     jobs with the executions that stand for them and names every range
 //     that differs; Repair re-copies those ranges.
 //   - Cutover verifies, then under a short lock renames jobs to
-//     jobs_retired, drops the trigger and can leave a read-only view named
+//     jobs_retired, drops the triggers and can leave a read-only view named
 //     jobs over executions; Rollback returns the database to its state
 //     before phase 3 (until Finalize, which drops jobs_retired).
 //   - Status says where phase 3 stands; SetControl pauses, resumes or

@@ -20,6 +20,45 @@ func VerifyWithTextHash(ctx context.Context, pool *pgxpool.Pool, opts Options) (
 	return verify(ctx, pool, opts.withDefaults(), true)
 }
 
+// VerifyAfterExport is Verify calling hook once the coordinating
+// transaction has exported its snapshot, before any worker imports it,
+// with the id ranges the workers compare (math.MinInt64 and math.MaxInt64
+// for open ends).
+func VerifyAfterExport(ctx context.Context, pool *pgxpool.Pool, opts Options, hook func(ranges [][2]int64)) (VerifyReport, error) {
+	opts.afterSnapshotExport = func(ranges []idRange) { hook(pairs(ranges)) }
+	return verify(ctx, pool, opts.withDefaults(), false)
+}
+
+// SplitIDs is how verify splits the ids among its workers.
+func SplitIDs(minID, maxID, chunkIDs int64, n int) [][2]int64 {
+	return pairs(splitIDs(minID, maxID, chunkIDs, n))
+}
+
+func pairs(ranges []idRange) [][2]int64 {
+	out := make([][2]int64, len(ranges))
+	for i, r := range ranges {
+		out[i] = [2]int64{r.first, r.last}
+	}
+	return out
+}
+
+// VerifyChunkSQL is the chunk comparison of one verify worker over the job
+// ids first..last of a finished copy ($1 the chunk width), for the tests
+// that read its plan.
+func VerifyChunkSQL(ctx context.Context, pool *pgxpool.Pool, first, last int64) (string, error) {
+	types, err := executionTypes(ctx, pool)
+	if err != nil {
+		return "", err
+	}
+	b, err := bindMapping()
+	if err != nil {
+		return "", err
+	}
+	all := func(string) string { return "true" }
+	v, err := buildVerifySQL(b, types, rowHashSQL(true), idRange{first, last}.within(all))
+	return v.chunkSQL(), err
+}
+
 // TriggerFunctionSQL and BatchSQL are the generated statements, for the
 // tests that check them.
 func TriggerFunctionSQL() (string, error) {

@@ -240,6 +240,28 @@ DROP TRIGGER IF EXISTS spine_phase3_jobs_sync ON jobs;
 CREATE TRIGGER spine_phase3_jobs_sync AFTER INSERT OR UPDATE OR DELETE ON jobs
     FOR EACH ROW EXECUTE FUNCTION spine_phase3_jobs_sync()`
 
+// createTruncateFunction is the trigger function for TRUNCATE jobs, which
+// fires no row trigger: it does what deleting every job would, so no
+// execution, link or reject is left standing for a job that is gone. It
+// sweeps executions whole (nothing indexes the metadata), but TRUNCATE is
+// rare, and it runs in the truncating transaction, whose ACCESS EXCLUSIVE
+// lock on jobs already orders it with every batch and row trigger.
+var createTruncateFunction = fmt.Sprintf(`
+CREATE OR REPLACE FUNCTION spine_phase3_jobs_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $spine_phase3$
+BEGIN
+    DELETE FROM executions WHERE metadata ? '%[1]s';
+    UPDATE executions SET metadata = metadata - '%[2]s' WHERE metadata ? '%[2]s';
+    DELETE FROM spine_phase3_rejects;
+    RETURN NULL;
+END
+$spine_phase3$`, metaMigrated, metaLegacyJobIDs)
+
+const createTruncateTrigger = `
+DROP TRIGGER IF EXISTS spine_phase3_jobs_truncate ON jobs;
+CREATE TRIGGER spine_phase3_jobs_truncate AFTER TRUNCATE ON jobs
+    FOR EACH STATEMENT EXECUTE FUNCTION spine_phase3_jobs_truncate()`
+
 func columnList(cols []string) string {
 	q := make([]string, len(cols))
 	for i, c := range cols {

@@ -2,6 +2,7 @@ package phase3
 
 import (
 	"log/slog"
+	"runtime"
 	"time"
 
 	"github.com/spinecore/spine-go/adapters/capturespine"
@@ -40,6 +41,11 @@ type Options struct {
 	ChunkIDs int64
 	// MaxListed is how many differing job ids verify lists per range. Default 20.
 	MaxListed int
+	// VerifyParallel is how many connections verify compares on at once,
+	// each a contiguous range of job ids, all reading one snapshot; never
+	// more than the pool has free. 1 compares in one transaction. Default
+	// min(4, runtime.NumCPU()).
+	VerifyParallel int
 	// Logger receives a record per setup step, retry, pause and (every few
 	// seconds) copy progress. Default slog.Default().
 	Logger *slog.Logger
@@ -47,6 +53,11 @@ type Options struct {
 	Progress func(Progress)
 	// LogEvery is the interval of progress log lines. Default 5s.
 	LogEvery time.Duration
+
+	// afterSnapshotExport, set by tests only, runs once verify's
+	// coordinating transaction has exported its snapshot, before any
+	// worker imports it.
+	afterSnapshotExport func(ranges []idRange)
 }
 
 func (o Options) withDefaults() Options {
@@ -80,6 +91,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxListed <= 0 {
 		o.MaxListed = 20
+	}
+	if o.VerifyParallel <= 0 {
+		o.VerifyParallel = min(4, runtime.NumCPU())
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()

@@ -389,9 +389,10 @@ func (p *Plan) planSteps(ctx context.Context, q querier, opts Options) error {
 		idx.Estimate = fmt.Sprintf("%s of executions: %s", humanBytes(execBytes), duration(float64(execBytes)/indexBytesPerSecond))
 	}
 	p.Steps = append(p.Steps, idx)
-	p.Steps = append(p.Steps, PlannedStep{Name: "install the trigger " + triggerName + " on jobs, before the copy",
+	p.Steps = append(p.Steps, PlannedStep{Name: "install the triggers " + triggerName + " (rows) and " + truncateTrigger + " (TRUNCATE) on jobs, before the copy",
 		Lock:     fmt.Sprintf("SHARE ROW EXCLUSIVE on jobs for milliseconds (lock_timeout %s, retried)", opts.LockTimeout),
-		Estimate: "catalog only", SQL: strings.TrimSpace(triggerFunctionSQL(b)) + ";\n" + strings.TrimSpace(createTrigger)})
+		Estimate: "catalog only", SQL: strings.Join([]string{strings.TrimSpace(triggerFunctionSQL(b)), strings.TrimSpace(createTrigger),
+			strings.TrimSpace(createTruncateFunction), strings.TrimSpace(createTruncateTrigger)}, ";\n")})
 	p.Steps = append(p.Steps, PlannedStep{
 		Name: fmt.Sprintf("copy %d jobs (ids up to %d) into executions, linking %d overlapping jobs", p.JobsRows, p.JobsMaxID, p.Overlaps.Jobs),
 		Lock: fmt.Sprintf("no lock on jobs rows; each batch briefly excludes application writes to the uncopied ids of the %d-id buckets it copies (batches of about %s)", 1<<bucketShift, opts.TargetBatch),

@@ -23,6 +23,7 @@ const (
 const (
 	triggerName      = "spine_phase3_jobs_sync"
 	triggerFunction  = "spine_phase3_jobs_sync"
+	truncateTrigger  = "spine_phase3_jobs_truncate" // and its function's name
 	relinkFunction   = "spine_phase3_relink"
 	taskIDIndex      = "spine_phase3_ix_executions_backend_task_id"
 	metaLegacyJobIDs = "legacy_job_ids"

@@ -171,10 +171,13 @@ func rowHashSQL(haveRecordHash bool) func([]string) string {
 }
 
 // Verify compares the executions with the jobs they stand for, from one
-// snapshot (a REPEATABLE READ, read-only transaction): per chunk of
+// snapshot (REPEATABLE READ, read-only transactions): per chunk of
 // ChunkIDs job ids, the count and a sum of row hashes of what the mapping
 // and the link rule make of the jobs against what executions holds. It
-// names every differing range, and the first differing jobs in each.
+// names every differing range, and the first differing jobs in each. With
+// VerifyParallel above 1 the ids are split among that many connections,
+// each reading the snapshot of the first (see compareRanges); the report
+// is the one a single transaction gives.
 func Verify(ctx context.Context, pool *pgxpool.Pool, opts Options) (VerifyReport, error) {
 	return verify(ctx, pool, opts.withDefaults(), false)
 }
@@ -219,11 +222,32 @@ func verify(ctx context.Context, pool *pgxpool.Pool, opts Options, forceTextHash
 	if err != nil {
 		return r, err
 	}
-	v, err := buildVerifySQL(b, types, rowHashSQL(haveRecordHash && !forceTextHash), scope)
-	if err != nil {
+	rowHash := rowHashSQL(haveRecordHash && !forceTextHash)
+	build := func(ids idRange) (verifySQL, error) { return buildVerifySQL(b, types, rowHash, ids.within(scope)) }
+	if _, err := build(allIDs); err != nil { // a column missing fails every range alike: say so once
 		return r, err
 	}
+	ranges, err := verifyRanges(ctx, tx, pool, opts)
+	if err != nil {
+		return r, fmt.Errorf("phase3 verify: %w", err)
+	}
+	parts, err := compareRanges(ctx, tx, pool, ranges, build, opts)
+	if err != nil {
+		return r, fmt.Errorf("phase3 verify: %w", err)
+	}
+	for _, p := range parts {
+		r.add(p, opts.MaxListed)
+	}
+	r.Elapsed = time.Since(start)
+	return r, nil
+}
 
+// compare runs the comparison in tx: per chunk and kind, the count and
+// hash sum of each side; the chunks that differ, adjacent ones merged; the
+// first differing jobs of each. It fills a report's counts, Chunks and
+// Mismatches.
+func (v verifySQL) compare(ctx context.Context, tx pgx.Tx, opts Options) (VerifyReport, error) {
+	var r VerifyReport
 	type agg struct {
 		n   int64
 		sum string
@@ -236,7 +260,7 @@ func verify(ctx context.Context, pool *pgxpool.Pool, opts Options, forceTextHash
 	chunks := map[int64]bool{}
 	rows, err := tx.Query(ctx, v.chunkSQL(), opts.ChunkIDs)
 	if err != nil {
-		return r, fmt.Errorf("phase3 verify: compare chunks: %w", err)
+		return r, fmt.Errorf("compare chunks: %w", err)
 	}
 	var side, kind, sum string
 	var chunk, n int64
@@ -267,7 +291,7 @@ func verify(ctx context.Context, pool *pgxpool.Pool, opts Options, forceTextHash
 		return nil
 	})
 	if err != nil {
-		return r, fmt.Errorf("phase3 verify: compare chunks: %w", err)
+		return r, fmt.Errorf("compare chunks: %w", err)
 	}
 	r.Chunks = len(chunks)
 	// The kinds of one chunk arrive in no particular order: compare them
@@ -282,22 +306,49 @@ func verify(ctx context.Context, pool *pgxpool.Pool, opts Options, forceTextHash
 		if e.n == a.n && norm(e.sum) == norm(a.sum) {
 			continue
 		}
-		lo, hi := c*opts.ChunkIDs, c*opts.ChunkIDs+opts.ChunkIDs-1
-		if last := len(r.Mismatches) - 1; last >= 0 && r.Mismatches[last].LastID == lo-1 {
-			r.Mismatches[last].LastID = hi
-			r.Mismatches[last].ExpectedRows += e.n
-			r.Mismatches[last].ActualRows += a.n
-			continue
-		}
-		r.Mismatches = append(r.Mismatches, Mismatch{FirstID: lo, LastID: hi, ExpectedRows: e.n, ActualRows: a.n})
+		lo := c * opts.ChunkIDs
+		r.Mismatches = mergeMismatch(r.Mismatches, Mismatch{FirstID: lo, LastID: lo + opts.ChunkIDs - 1, ExpectedRows: e.n, ActualRows: a.n}, opts.MaxListed)
 	}
 	if len(r.Mismatches) > 0 {
 		if err := r.listJobs(ctx, tx, v, opts.MaxListed); err != nil {
 			return r, err
 		}
 	}
-	r.Elapsed = time.Since(start)
 	return r, nil
+}
+
+// add folds in the report on the next range of ids, as comparing both
+// ranges at once would: no chunk is in two ranges, so the counts add up,
+// and a differing range at the end of r merges with one at the start of p
+// when they meet, job lists included.
+func (r *VerifyReport) add(p VerifyReport, maxListed int) {
+	r.Jobs += p.Jobs
+	r.ExpectedExecutions += p.ExpectedExecutions
+	r.ActualExecutions += p.ActualExecutions
+	r.ExpectedLinks += p.ExpectedLinks
+	r.ActualLinks += p.ActualLinks
+	r.Unmapped += p.Unmapped
+	r.Chunks += p.Chunks
+	for _, m := range p.Mismatches {
+		r.Mismatches = mergeMismatch(r.Mismatches, m, maxListed)
+	}
+}
+
+// mergeMismatch appends m, which starts after every range of ms, to ms:
+// merged into the last range when the two are adjacent, keeping the first
+// maxListed jobs of both.
+func mergeMismatch(ms []Mismatch, m Mismatch, maxListed int) []Mismatch {
+	last := len(ms) - 1
+	if last < 0 || ms[last].LastID != m.FirstID-1 {
+		return append(ms, m)
+	}
+	prev := &ms[last]
+	prev.LastID = m.LastID
+	prev.ExpectedRows += m.ExpectedRows
+	prev.ActualRows += m.ActualRows
+	prev.Jobs = append(prev.Jobs, m.Jobs...)
+	prev.Jobs = prev.Jobs[:min(len(prev.Jobs), maxListed)]
+	return ms
 }
 
 // listJobs names the first differing jobs of each mismatching range.
@@ -308,7 +359,7 @@ func (r *VerifyReport) listJobs(ctx context.Context, tx pgx.Tx, v verifySQL, lim
 	}
 	rows, err := tx.Query(ctx, v.jobSQL(), los, his)
 	if err != nil {
-		return fmt.Errorf("phase3 verify: list differing jobs: %w", err)
+		return fmt.Errorf("list differing jobs: %w", err)
 	}
 	type agg struct {
 		n   int64
@@ -325,7 +376,7 @@ func (r *VerifyReport) listJobs(ctx context.Context, tx pgx.Tx, v verifySQL, lim
 		}
 		return nil
 	}); err != nil {
-		return fmt.Errorf("phase3 verify: list differing jobs: %w", err)
+		return fmt.Errorf("list differing jobs: %w", err)
 	}
 	ids := slices.Sorted(maps.Keys(exp))
 	for k := range act {

@@ -24,27 +24,7 @@ func TestVerifyNamesWhatDiffersAndRepairFixesIt(t *testing.T) {
 	b.copy()
 	b.verifyOK()
 
-	var linkedJobs []int64
-	var linkedExec string
-	if err := b.pool.QueryRow(b.ctx, `SELECT ARRAY(SELECT jsonb_array_elements_text(metadata -> 'legacy_job_ids')::bigint), execution_id::text
-		FROM executions WHERE metadata ? 'legacy_job_ids' AND (metadata -> 'legacy_job_ids' ->> 0)::bigint BETWEEN 1 AND 999
-		ORDER BY 2 LIMIT 1`).Scan(&linkedJobs, &linkedExec); err != nil {
-		t.Fatal(err)
-	}
-	xid := func(id int64) string { return capturespine.JobExecutionID(id) }
-	b.exec("DELETE FROM executions WHERE execution_id = $1", xid(1500))
-	b.exec("UPDATE executions SET pipeline_name = 'tampered' WHERE execution_id = $1", xid(1701))
-	b.exec("ALTER TABLE jobs DISABLE TRIGGER spine_phase3_jobs_sync")
-	b.exec("DELETE FROM jobs WHERE id = 2600")
-	b.exec("ALTER TABLE jobs ENABLE TRIGGER spine_phase3_jobs_sync")
-	b.exec("UPDATE executions SET metadata = metadata - 'legacy_job_ids' WHERE execution_id = $1", linkedExec)
-	b.exec(`UPDATE executions SET backend_task_id = (SELECT celery_task_id FROM jobs WHERE id = 1200)
-		WHERE execution_id = (SELECT execution_id FROM executions WHERE backend_task_id IS NULL AND NOT (metadata ? 'legacy_job_type') ORDER BY 1 LIMIT 1)`)
-
-	want := map[string]string{"1200": "differs", "1500": "missing", "1701": "differs", "2600": "unexpected"}
-	for _, id := range linkedJobs {
-		want[fmt.Sprint(id)] = "missing"
-	}
+	want := b.damage()
 	for _, v := range []func() (phase3.VerifyReport, error){
 		func() (phase3.VerifyReport, error) { return phase3.Verify(b.ctx, b.pool, b.opts) },
 		func() (phase3.VerifyReport, error) { return phase3.VerifyWithTextHash(b.ctx, b.pool, b.opts) },
@@ -53,16 +33,12 @@ func TestVerifyNamesWhatDiffersAndRepairFixesIt(t *testing.T) {
 		if err != nil || r.OK() {
 			t.Fatalf("verify after the damage: %+v, %v", r, err)
 		}
-		got := map[string]string{}
 		for _, m := range r.Mismatches {
 			if m.LastID-m.FirstID+1 != 500 && m.FirstID != 1000 {
 				t.Errorf("range %d-%d is not one chunk", m.FirstID, m.LastID)
 			}
-			for _, j := range m.Jobs {
-				got[fmt.Sprint(j.JobID)] = j.Problem
-			}
 		}
-		if !reflect.DeepEqual(got, want) {
+		if got := differing(r); !reflect.DeepEqual(got, want) {
 			t.Errorf("differing jobs = %v, want %v", got, want)
 		}
 		var w bytes.Buffer
@@ -86,6 +62,57 @@ func TestVerifyNamesWhatDiffersAndRepairFixesIt(t *testing.T) {
 		t.Errorf("second repair = %+v, %v", res, err)
 	}
 }
+
+// damage breaks a copied seed the ways verify must notice: a lost
+// execution (job 1500), a tampered one (1701), one left for a job deleted
+// behind the trigger's back (2600), a lost link (a native execution's jobs
+// below 1000), and a native execution that gained a job's Celery task id
+// after the job was copied (1200). It returns the job ids verify must name,
+// with the problem it must name for each.
+func (b *bundle) damage() map[string]string {
+	b.t.Helper()
+	var linkedJobs []int64
+	var linkedExec string
+	if err := b.pool.QueryRow(b.ctx, `SELECT ARRAY(SELECT jsonb_array_elements_text(metadata -> 'legacy_job_ids')::bigint), execution_id::text
+		FROM executions WHERE metadata ? 'legacy_job_ids' AND (metadata -> 'legacy_job_ids' ->> 0)::bigint BETWEEN 1 AND 999
+		ORDER BY 2 LIMIT 1`).Scan(&linkedJobs, &linkedExec); err != nil {
+		b.t.Fatal(err)
+	}
+	b.exec("DELETE FROM executions WHERE execution_id = $1", xid(1500))
+	b.exec("UPDATE executions SET pipeline_name = 'tampered' WHERE execution_id = $1", xid(1701))
+	b.deleteBehindTheTrigger(2600)
+	b.exec("UPDATE executions SET metadata = metadata - 'legacy_job_ids' WHERE execution_id = $1", linkedExec)
+	b.exec(`UPDATE executions SET backend_task_id = (SELECT celery_task_id FROM jobs WHERE id = 1200)
+		WHERE execution_id = (SELECT execution_id FROM executions WHERE backend_task_id IS NULL AND NOT (metadata ? 'legacy_job_type') ORDER BY 1 LIMIT 1)`)
+
+	want := map[string]string{"1200": "differs", "1500": "missing", "1701": "differs", "2600": "unexpected"}
+	for _, id := range linkedJobs {
+		want[fmt.Sprint(id)] = "missing"
+	}
+	return want
+}
+
+// deleteBehindTheTrigger deletes a job with the trigger off, leaving its
+// execution standing.
+func (b *bundle) deleteBehindTheTrigger(id int64) {
+	b.t.Helper()
+	b.exec("ALTER TABLE jobs DISABLE TRIGGER spine_phase3_jobs_sync")
+	b.exec("DELETE FROM jobs WHERE id = $1", id)
+	b.exec("ALTER TABLE jobs ENABLE TRIGGER spine_phase3_jobs_sync")
+}
+
+// differing is the job ids a report names, with the problem of each.
+func differing(r phase3.VerifyReport) map[string]string {
+	got := map[string]string{}
+	for _, m := range r.Mismatches {
+		for _, j := range m.Jobs {
+			got[fmt.Sprint(j.JobID)] = j.Problem
+		}
+	}
+	return got
+}
+
+func xid(id int64) string { return capturespine.JobExecutionID(id) }
 
 // A job type or status the mapping does not know, appearing while phase 3
 // runs, never fails the application's write: the job is listed as a
