@@ -321,29 +321,5 @@ func TestTransportClaimBatchCancelledLosesNothing(t *testing.T) {
 	victim.Close()
 	wg.Wait()
 
-	where := map[string][]string{}
-	for tag, k := range acked {
-		for range k {
-			where[tag] = append(where[tag], "acked")
-		}
-	}
-	for _, d := range b.drainDeliveries(t, "q") {
-		where[d.Tag] = append(where[d.Tag], "queued")
-	}
-	for tag := range trMust(b.rdb.HGetAll(b.ctx, "unacked").Result()) {
-		if !slices.Contains(where[tag], "queued") {
-			where[tag] = append(where[tag], "unacked")
-		}
-	}
-	if trMust(b.rdb.ZCard(b.ctx, "unacked_index").Result()) != trMust(b.rdb.HLen(b.ctx, "unacked").Result()) {
-		t.Error("unacked and unacked_index disagree")
-	}
-	for tag := range tags {
-		if len(where[tag]) != 1 {
-			t.Errorf("message %s is %v", tag, where[tag])
-		}
-	}
-	if len(where) != m {
-		t.Errorf("%d messages accounted for, want %d", len(where), m)
-	}
+	b.checkEachOnce(t, acked, tags)
 }

@@ -873,31 +873,7 @@ func TestTransportCancelledClaimsLoseNothing(t *testing.T) {
 	victim.Close()
 	wg.Wait()
 
-	where := map[string][]string{}
-	for tag, k := range acked {
-		for range k {
-			where[tag] = append(where[tag], "acked")
-		}
-	}
-	for _, d := range b.drainDeliveries(t, "q") {
-		where[d.Tag] = append(where[d.Tag], "queued")
-	}
-	for tag := range trMust(b.rdb.HGetAll(b.ctx, "unacked").Result()) {
-		if !slices.Contains(where[tag], "queued") { // drained just now
-			where[tag] = append(where[tag], "unacked")
-		}
-	}
-	if trMust(b.rdb.ZCard(b.ctx, "unacked_index").Result()) != trMust(b.rdb.HLen(b.ctx, "unacked").Result()) {
-		t.Error("unacked and unacked_index disagree")
-	}
-	for tag := range tags {
-		if len(where[tag]) != 1 {
-			t.Errorf("message %s is %v", tag, where[tag])
-		}
-	}
-	if len(where) != m {
-		t.Errorf("%d messages accounted for, want %d", len(where), m)
-	}
+	b.checkEachOnce(t, acked, tags)
 	t.Logf("acked %d, abandoned %d", len(acked), abandoned)
 }
 
@@ -965,5 +941,37 @@ func TestDeadLetterRecordRoundTrip(t *testing.T) {
 		if err != nil || got.Reason != d.Reason || got.Queue != d.Queue || string(got.Raw) != raw || !got.At.Equal(at) {
 			t.Errorf("round trip of %q: %+v, %v", raw, got, err)
 		}
+	}
+}
+
+// checkEachOnce drains queue "q" and checks that every message of tags is in
+// exactly one place: acked (as counted in acked), back on the queue, or
+// still unacked.
+func (b *trBundle) checkEachOnce(t *testing.T, acked map[string]int, tags map[string]bool) {
+	t.Helper()
+	where := map[string][]string{}
+	for tag, k := range acked {
+		for range k {
+			where[tag] = append(where[tag], "acked")
+		}
+	}
+	for _, d := range b.drainDeliveries(t, "q") {
+		where[d.Tag] = append(where[d.Tag], "queued")
+	}
+	for tag := range trMust(b.rdb.HGetAll(b.ctx, "unacked").Result()) {
+		if !slices.Contains(where[tag], "queued") { // drained just now
+			where[tag] = append(where[tag], "unacked")
+		}
+	}
+	if trMust(b.rdb.ZCard(b.ctx, "unacked_index").Result()) != trMust(b.rdb.HLen(b.ctx, "unacked").Result()) {
+		t.Error("unacked and unacked_index disagree")
+	}
+	for tag := range tags {
+		if len(where[tag]) != 1 {
+			t.Errorf("message %s is %v", tag, where[tag])
+		}
+	}
+	if len(where) != len(tags) {
+		t.Errorf("%d messages accounted for, want %d", len(where), len(tags))
 	}
 }
