@@ -131,7 +131,7 @@ const (
 	settleDuplicate settleResult = 2 // acked as a duplicate, nothing pushed
 )
 
-// settlement is one message's part of a settle.lua call.
+// settlement is one message's part of a settle.lua call (settleMany).
 type settlement struct {
 	tag     string
 	raw     []byte
@@ -143,14 +143,6 @@ type settlement struct {
 	outcome string
 	once    string        // marker key, "" for none
 	onceTTL time.Duration // marker lifetime
-}
-
-func (k brokerKeys) settle(ctx context.Context, rdb redis.UniversalClient, s settlement) (settleResult, error) {
-	res, err := k.settleMany(ctx, rdb, []settlement{s})
-	if err != nil {
-		return settleLost, err
-	}
-	return res[0], nil
 }
 
 // settleMany runs settle.lua once for a batch: results[i] belongs to ss[i].

@@ -389,11 +389,11 @@ func TestSettleRefusesAClaimNoLongerOurs(t *testing.T) {
 		t.Fatalf("reclaim: %+v %v", fresh, err)
 	}
 	push := func(d *celerybridge.Delivery) settleResult {
-		res, err := keys.settle(b.ctx, b.rdb, settlement{tag: d.Tag, raw: d.Raw, action: "push", dest: "celery", payload: d.Raw, task: backupTask, outcome: outcomePassed})
+		res, err := keys.settleMany(b.ctx, b.rdb, []settlement{{tag: d.Tag, raw: d.Raw, action: "push", dest: "celery", payload: d.Raw, task: backupTask, outcome: outcomePassed}})
 		if err != nil {
 			t.Fatal(err)
 		}
-		return res
+		return res[0]
 	}
 	if res := push(old); res != settleLost {
 		t.Fatalf("the old holder settled a claim that is no longer its: %v", res)
@@ -406,6 +406,21 @@ func TestSettleRefusesAClaimNoLongerOurs(t *testing.T) {
 	}
 	if n, _ := b.rdb.LLen(b.ctx, "celery").Result(); n != 1 {
 		t.Fatalf("%d copies republished", n)
+	}
+
+	// One claim settled twice in one batch is handed off once.
+	b.push(DefaultInterceptQueue, raw)
+	again, err := tr.Claim(b.ctx, []string{DefaultInterceptQueue}, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := settlement{tag: again.Tag, raw: again.Raw, action: "push", dest: "celery", payload: again.Raw, task: backupTask, outcome: outcomePassed}
+	res, err := keys.settleMany(b.ctx, b.rdb, []settlement{s, s})
+	if err != nil || res[0] != settleDone || res[1] != settleLost {
+		t.Fatalf("one claim settled twice in a batch: %v %v", res, err)
+	}
+	if n, _ := b.rdb.LLen(b.ctx, "celery").Result(); n != 2 {
+		t.Fatalf("%d republished after the batch, want 2", n)
 	}
 }
 
