@@ -319,7 +319,9 @@ func judge(items []string) []peeked {
 }
 
 // isScriptUnsupported reports a server too old for the batch claim (RPOP
-// with a count needs Redis 6.2).
+// with a count needs Redis 6.2). Inside a script, Redis 7 says "wrong number
+// of arguments for 'rpop'" and Redis 6.0 and older "Wrong number of args
+// calling Redis command from script".
 func isScriptUnsupported(err error) bool {
-	return err != nil && strings.Contains(err.Error(), "wrong number of arguments for 'rpop'")
+	return err != nil && strings.Contains(strings.ToLower(err.Error()), "wrong number of arg")
 }
