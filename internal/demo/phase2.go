@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -108,6 +109,9 @@ func sidecarTraffic(ctx context.Context, bin string, env []string, pool *pgxpool
 			ran[task.Name]++
 			settled++
 			continue
+		}
+		if !errors.Is(err, celerybridge.ErrNoMessage) {
+			return fmt.Errorf("the stand-in workers' claim: %w", err)
 		}
 		active, err := activeRuns(ctx, pool)
 		if err != nil {
