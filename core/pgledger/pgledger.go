@@ -106,7 +106,7 @@ func (l *Ledger) CreateRuns(ctx context.Context, runs []core.RunRecord, events [
 			return nil, nil, fmt.Errorf("pgledger: create run %s: %w", run.RunID, err)
 		}
 		rows.add(r)
-		stored[i] = fromRowNormalised(r)
+		stored[i] = storedRecord(run, r)
 		if len(events) > 0 {
 			for _, ev := range events[i] {
 				if err := evs.add(run.RunID, ev); err != nil {
