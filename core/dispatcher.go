@@ -198,7 +198,7 @@ func (d *Dispatcher) newRun(spec WorkSpec) (RunRecord, error) {
 	}
 	spec = spec.WithDefaults()
 	for field, m := range map[string]map[string]any{"params": spec.Params, "metadata": spec.Metadata} {
-		if _, err := json.Marshal(m); err != nil {
+		if err := encodesAsJSON(m); err != nil {
 			return RunRecord{}, &InvalidSpecError{Field: field, Reason: "is not JSON: " + err.Error()}
 		}
 	}
