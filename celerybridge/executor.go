@@ -95,6 +95,13 @@ func (e *Executor) Queue(spec core.WorkSpec) string {
 	return priorityQueue[spec.Priority]
 }
 
+// Priority returns the message priority a spec's task is published with
+// (spine-core's mapping of its priorities onto Celery's 0-9), which picks
+// the priority list of its queue.
+func (e *Executor) Priority(spec core.WorkSpec) int {
+	return celeryPriority[spec.WithDefaults().Priority]
+}
+
 // TaskName returns the Celery task a run is published as.
 func (e *Executor) TaskName(kind core.Kind) string {
 	if e.opts.CaptureSpine {
@@ -124,7 +131,7 @@ func (e *Executor) Message(run core.RunRecord, ref string) ([]byte, error) {
 			"metadata":        spec.Metadata,
 		}
 	}
-	opts := TaskOptions{ID: ref, Queue: e.Queue(spec), Priority: celeryPriority[spec.Priority], Target: e.opts.Target}
+	opts := TaskOptions{ID: ref, Queue: e.Queue(spec), Priority: e.Priority(spec), Target: e.opts.Target}
 	if e.opts.ProtocolV1 {
 		m, err := NewTaskMessageV1(name, args, kwargs, opts)
 		if err != nil {

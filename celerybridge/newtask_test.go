@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/spinecore/spine-go/core"
 )
 
 func findFixture(t *testing.T, file, name string) fixture {
@@ -207,5 +209,30 @@ func TestNewTaskMessageTypedArgsAndCompression(t *testing.T) {
 	}
 	if _, err := NewTaskMessage("t", nil, nil, TaskOptions{Headers: []Member{{Key: "eta", Value: json.RawMessage(`"x"`)}}}); !errors.Is(err, ErrBadHeader) {
 		t.Errorf("custom header shadowing eta: %v", err)
+	}
+}
+
+// TestExecutorPriorityIsTheMessages: the side-car picks a pipeline task's
+// priority list from Executor.Priority without decoding the message it
+// built, so the two must agree for every priority and mode.
+func TestExecutorPriorityIsTheMessages(t *testing.T) {
+	for _, opts := range []ExecutorOptions{{}, {CaptureSpine: true}, {ProtocolV1: true}} {
+		e := NewExecutor(nil, nil, opts)
+		for _, p := range []core.Priority{"", core.PriorityRealtime, core.PriorityHigh, core.PriorityNormal, core.PriorityLow, core.PrioritySlow} {
+			spec := core.NewPipeline("p", nil)
+			spec.Priority = p
+			run := core.RunRecord{RunID: "3f0c7c1e-2b1a-4d55-9d1e-0a1b2c3d4e5f", Spec: spec}
+			raw, err := e.Message(run, "ref")
+			if err != nil {
+				t.Fatal(err)
+			}
+			env, err := DecodeEnvelope(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := e.Priority(spec); got != env.Properties.Priority {
+				t.Errorf("%+v priority %q: Priority says %d, the message has %d", opts, p, got, env.Properties.Priority)
+			}
+		}
 	}
 }
