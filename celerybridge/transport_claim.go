@@ -38,6 +38,9 @@ type Delivery struct {
 	// Redelivered: a restore or requeue put the message back before
 	// (headers.redelivered or delivery_info.redelivered).
 	Redelivered bool
+	// Note is what a Sorter noted about the message when ClaimOrForward
+	// judged it; nil from Claim, ClaimBatch and claims made without asking.
+	Note any
 }
 
 // Polling bounds: Lua cannot block, so Claim runs the script, then sleeps

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -58,26 +59,105 @@ const (
 // ctx ends while the script runs, the claimed messages are put back at the
 // head of their list, untouched, and ctx's error is returned.
 func (t *Transport) ClaimBatch(ctx context.Context, queues []string, limit int, wait time.Duration) ([]*Delivery, []*DeadLetter, error) {
+	c, err := t.ClaimOrForward(ctx, queues, limit, wait, nil)
+	return c.Deliveries, c.DeadLetters, err
+}
+
+// Peeked is a claimable message ClaimOrForward has read but not taken yet,
+// as its Sorter sees it.
+type Peeked struct {
+	// Raw is the envelope as it is on the list.
+	Raw []byte
+	// Queue is the queue it would be taken from; Priority kombu's reading
+	// of its properties.priority (0..9).
+	Queue    string
+	Priority int
+	// Redelivered: a restore or requeue put it back before.
+	Redelivered bool
+}
+
+// Verdict is what ClaimOrForward does with one peeked message.
+type Verdict struct {
+	// Forward, when not "", names the list the message moves onto, byte
+	// for byte (LPUSH, as a publish does), in the step that takes it from
+	// its queue. It is never unacked: there is nothing to ack, restore or
+	// lose. "" claims it.
+	Forward string
+	// Count is the field incremented by one in each of the Sorter's
+	// Counters when the message is forwarded, in that same step; "" counts
+	// nothing.
+	Count string
+	// Note is handed back with the message's Delivery or Forwarded, so
+	// that what the Sorter learnt (a decoded message, a decision) is not
+	// worked out again.
+	Note any
+}
+
+// A Sorter decides which messages ClaimOrForward forwards instead of
+// claiming: those whose fate is known from their bytes alone, so they need
+// never be held.
+type Sorter struct {
+	// Sort returns the verdict on one claimable message (messages the
+	// claim rule refuses are dead-lettered without asking). It is called
+	// concurrently, possibly more than once for one message (after a race
+	// lost to another consumer) and for messages the call then does not
+	// take, so it must have no effects.
+	Sort func(Peeked) Verdict
+	// Counters are hashes whose Count fields forwarded messages increment.
+	Counters []string
+}
+
+// Forwarded is a message ClaimOrForward moved to another list.
+type Forwarded struct {
+	Raw         []byte
+	Queue, List string
+	Note        any
+}
+
+// Claimed is what one ClaimOrForward took, each part in consume order.
+type Claimed struct {
+	Deliveries  []*Delivery
+	DeadLetters []*DeadLetter
+	Forwarded   []*Forwarded
+}
+
+func (c Claimed) empty() bool {
+	return len(c.Deliveries) == 0 && len(c.DeadLetters) == 0 && len(c.Forwarded) == 0
+}
+
+// ClaimOrForward is ClaimBatch with a Sorter: of the claimable messages it
+// takes, those the Sorter gives a list to are moved there instead of being
+// claimed, with their counts, in the same atomic step. A consumer that only
+// passes some messages on (a router) thus costs Redis a pop and a push for
+// them, instead of a claim, an unacked record and an ack.
+//
+// Deliveries carry their Verdict's Note. When a batch claim is not possible
+// (Redis older than 6.2, or runs lost to other consumers three times over)
+// one message is claimed the classic way, without asking the Sorter: a
+// caller must be ready for deliveries without a Note. A nil Sorter claims
+// everything. When ctx ends while the script runs, the messages it forwarded
+// stay forwarded and are returned with ctx's error.
+func (t *Transport) ClaimOrForward(ctx context.Context, queues []string, limit int, wait time.Duration, sorter *Sorter) (Claimed, error) {
 	if len(queues) == 0 {
-		return nil, nil, errEmptyQueues
+		return Claimed{}, errEmptyQueues
 	}
 	limit = min(MaxClaimBatch, limit)
 	if limit < 1 {
-		return nil, nil, fmt.Errorf("celerybridge: claim batch of %d messages", limit)
+		return Claimed{}, fmt.Errorf("celerybridge: claim batch of %d messages", limit)
 	}
 	deadline := time.Now().Add(wait)
 	var backoff time.Duration
 	for {
 		if err := ctx.Err(); err != nil {
-			return nil, nil, err
+			return Claimed{}, err
 		}
-		ds, dls, err := t.claimBatchOnce(ctx, queues, limit)
-		if len(ds) > 0 || len(dls) > 0 || err != nil {
-			return ds, dls, err
+		c, err := t.claimBatchOnce(ctx, queues, limit, sorter)
+		if !c.empty() || err != nil {
+			return c, err
 		}
 		left := time.Until(deadline)
 		if left <= 0 {
-			return nil, nil, ErrNoMessage
+			return Claimed{}, ErrNoMessage
 		}
 		backoff = min(max(2*backoff, minClaimBackoff), maxClaimBackoff)
 		sleep := min(backoff+rand.N(backoff/4+1), left)
@@ -85,51 +165,53 @@ func (t *Transport) ClaimBatch(ctx context.Context, queues []string, limit int, 
 		select {
 		case <-ctx.Done():
 			timer.Stop()
-			return nil, nil, ctx.Err()
+			return Claimed{}, ctx.Err()
 		case <-timer.C:
 		}
 	}
 }
 
-// peeked is a message judged before the claim.
+// peeked is a message judged before the claim: a fault for the dead-letter
+// list, else the claim facts and the Sorter's verdict.
 type peeked struct {
-	raw   []byte
-	facts claimFacts
-	fault string
+	raw     []byte
+	facts   claimFacts
+	fault   string
+	verdict Verdict
 }
 
-func (t *Transport) claimBatchOnce(ctx context.Context, queues []string, limit int) ([]*Delivery, []*DeadLetter, error) {
+func (t *Transport) claimBatchOnce(ctx context.Context, queues []string, limit int, sorter *Sorter) (Claimed, error) {
 	for range peekRetries {
 		if t.singleClaims.Load() {
 			break
 		}
-		ds, dls, lost, err := t.claimPeeked(ctx, queues, limit)
+		c, lost, err := t.claimPeeked(ctx, queues, limit, sorter)
 		if isScriptUnsupported(err) {
 			t.log.Warn("celerybridge: this Redis has no RPOP count (6.2+): claiming one message at a time", "err", err)
 			t.singleClaims.Store(true)
 			break
 		}
 		if err != nil || !lost {
-			return ds, dls, err
+			return c, err
 		}
 	}
 	d, err := t.claimOnce(ctx, queues)
 	var dl *DeadLetter
 	switch {
 	case errors.As(err, &dl):
-		return nil, []*DeadLetter{dl}, nil
+		return Claimed{DeadLetters: []*DeadLetter{dl}}, nil
 	case err != nil:
-		return nil, nil, err
+		return Claimed{}, err
 	case d != nil:
-		return []*Delivery{d}, nil, nil
+		return Claimed{Deliveries: []*Delivery{d}}, nil
 	}
-	return nil, nil, nil
+	return Claimed{}, nil
 }
 
 // claimPeeked peeks, judges and claims once. lost says the peeked messages
 // were taken by someone else first (or a list ahead of them filled): the
 // caller may try again.
-func (t *Transport) claimPeeked(ctx context.Context, queues []string, limit int) (ds []*Delivery, dls []*DeadLetter, lost bool, err error) {
+func (t *Transport) claimPeeked(ctx context.Context, queues []string, limit int, sorter *Sorter) (c Claimed, lost bool, err error) {
 	order := t.consumeOrder(queues)
 	lists := make([]string, 0, len(t.steps)*len(order))
 	for _, step := range t.steps {
@@ -142,10 +224,10 @@ func (t *Transport) claimPeeked(ctx context.Context, queues []string, limit int)
 	if !ok {
 		res, err := peekScript.Run(ctx, t.rdb, lists, limit).Slice()
 		if errors.Is(err, redis.Nil) {
-			return nil, nil, false, nil
+			return Claimed{}, false, nil
 		}
 		if err != nil {
-			return nil, nil, false, fmt.Errorf("celerybridge: claim from %v: peek: %w", queues, err)
+			return Claimed{}, false, fmt.Errorf("celerybridge: claim from %v: peek: %w", queues, err)
 		}
 		idx, _ = res[0].(int64)
 		got, _ := res[1].([]any)
@@ -155,7 +237,7 @@ func (t *Transport) claimPeeked(ctx context.Context, queues []string, limit int)
 		}
 	}
 	if idx < 1 || int(idx) > len(lists) || len(items) == 0 {
-		return nil, nil, false, fmt.Errorf("celerybridge: peek script replied list %d with %d messages", idx, len(items))
+		return Claimed{}, false, fmt.Errorf("celerybridge: peek script replied list %d with %d messages", idx, len(items))
 	}
 	queue := order[(int(idx)-1)%len(order)]
 	list := lists[idx-1]
@@ -169,19 +251,8 @@ func (t *Transport) claimPeeked(ctx context.Context, queues []string, limit int)
 		size += len(items[i])
 		n++
 	}
-	msgs := judge(items[len(items)-n:])
-	keys := append([]string{t.unackedKey, t.indexKey, t.deadKey, list}, lists[:idx-1]...)
-	args := make([]any, 0, 1+3*len(msgs))
-	args = append(args, t.sep)
-	for _, m := range msgs {
-		if m.fault != "" {
-			head := appendDeadLetterHead(nil, &DeadLetter{Reason: m.fault, Queue: queue, Raw: m.raw})
-			args = append(args, m.raw, "", head)
-			continue
-		}
-		rec := kombuUnackedRecord(nil, m.facts.exchange, m.facts.routingKey)
-		args = append(args, m.raw, m.facts.tag, rec[1:]) // the record after its '['
-	}
+	msgs := judge(items[len(items)-n:], queue, sorter)
+	keys, args := t.claimBatchArgs(msgs, queue, list, lists[:idx-1], sorter)
 
 	// As in claimOnce: the reply is read even when the caller gives up,
 	// since it may list messages now recorded as ours.
@@ -196,48 +267,88 @@ func (t *Transport) claimPeeked(ctx context.Context, queues []string, limit int)
 	peekAhead := len(queues) == 1 && len(items) == limit && len(msgs) == len(items)
 	out, ahead, err := t.runClaimBatch(sctx, keys, args, list, peekAhead, len(msgs), limit)
 	if err != nil {
-		return nil, nil, false, fmt.Errorf("celerybridge: claim from %v: %w", queues, err)
+		return Claimed{}, false, fmt.Errorf("celerybridge: claim from %v: %w", queues, err)
 	}
 	if len(out)-1 == len(msgs) && len(ahead) > 0 {
 		t.putAhead(key, idx, ahead)
 	}
 	if len(out) < 1 || len(out)-1 > len(msgs) {
-		return nil, nil, false, fmt.Errorf("celerybridge: claim batch script replied %d values for %d messages", len(out), len(msgs))
+		return Claimed{}, false, fmt.Errorf("celerybridge: claim batch script replied %d values for %d messages", len(out), len(msgs))
 	}
 	at, err := parseUnackedScore(out[0])
 	if err != nil {
-		return nil, nil, false, fmt.Errorf("celerybridge: claim batch script score: %w", err)
+		return Claimed{}, false, fmt.Errorf("celerybridge: claim batch script score: %w", err)
 	}
 	taken := out[1:]
 	if len(taken) == 0 {
-		return nil, nil, true, nil
+		return Claimed{}, true, nil
 	}
 	t.rotate(queues, queue)
 	for i, field := range taken {
 		m := msgs[i]
-		if field == "" {
+		switch {
+		case m.fault != "":
 			dl := &DeadLetter{Reason: m.fault, Queue: queue, Raw: m.raw, At: at}
 			t.log.Warn("celerybridge: dead-lettered a message kombu could not restore", "queue", queue, "reason", m.fault)
-			dls = append(dls, dl)
-			continue
+			c.DeadLetters = append(c.DeadLetters, dl)
+		case m.verdict.Forward != "":
+			c.Forwarded = append(c.Forwarded, &Forwarded{Raw: m.raw, Queue: queue, List: m.verdict.Forward, Note: m.verdict.Note})
+		default:
+			c.Deliveries = append(c.Deliveries, &Delivery{
+				Tag: field, Raw: m.raw, Queue: queue,
+				Exchange: m.facts.exchange, RoutingKey: m.facts.routingKey,
+				Priority: m.facts.priority, ClaimedAt: at, Redelivered: m.facts.redelivered,
+				Note: m.verdict.Note,
+			})
 		}
-		ds = append(ds, &Delivery{
-			Tag: field, Raw: m.raw, Queue: queue,
-			Exchange: m.facts.exchange, RoutingKey: m.facts.routingKey,
-			Priority: m.facts.priority, ClaimedAt: at, Redelivered: m.facts.redelivered,
-		})
 	}
 	if ctx.Err() != nil {
 		// Back at the head in reverse: the first claimed is served first again.
-		for i := len(ds) - 1; i >= 0; i-- {
-			if err := t.unclaim(ds[i], list); err != nil {
+		for i := len(c.Deliveries) - 1; i >= 0; i-- {
+			if err := t.unclaim(c.Deliveries[i], list); err != nil {
 				t.log.Warn("celerybridge: could not hand back a claim whose caller left; a visibility scan will restore it",
-					"tag", ds[i].Tag, "err", err)
+					"tag", c.Deliveries[i].Tag, "err", err)
 			}
 		}
-		return nil, dls, false, ctx.Err()
+		c.Deliveries = nil
+		return c, false, ctx.Err()
 	}
-	return ds, dls, false, nil
+	return c, false, nil
+}
+
+// claimBatchArgs lays out claimbatch.lua's keys and arguments for msgs,
+// peeked from list of queue, with the lists ahead of it in consume order.
+func (t *Transport) claimBatchArgs(msgs []peeked, queue, list string, ahead []string, sorter *Sorter) ([]string, []any) {
+	var counters []string
+	if sorter != nil {
+		counters = sorter.Counters
+	}
+	keys := make([]string, 0, 4+len(ahead)+len(counters)+2)
+	keys = append(keys, t.unackedKey, t.indexKey, t.deadKey, list)
+	keys = append(keys, ahead...)
+	keys = append(keys, counters...)
+	dest := map[string]string{} // forward list -> its KEYS index (1-based), as text
+	args := make([]any, 0, 3+4*len(msgs))
+	args = append(args, t.sep, len(ahead), len(counters))
+	for _, m := range msgs {
+		switch {
+		case m.fault != "":
+			head := appendDeadLetterHead(nil, &DeadLetter{Reason: m.fault, Queue: queue, Raw: m.raw})
+			args = append(args, m.raw, "d", head, "")
+		case m.verdict.Forward != "":
+			k, ok := dest[m.verdict.Forward]
+			if !ok {
+				keys = append(keys, m.verdict.Forward)
+				k = strconv.Itoa(len(keys))
+				dest[m.verdict.Forward] = k
+			}
+			args = append(args, m.raw, "f", k, m.verdict.Count)
+		default:
+			rec := kombuUnackedRecord(nil, m.facts.exchange, m.facts.routingKey)
+			args = append(args, m.raw, "c", m.facts.tag, rec[1:]) // the record after its '['
+		}
+	}
+	return keys, args
 }
 
 // runClaimBatch runs claimbatch.lua, pipelined behind an LRANGE of the
@@ -293,15 +404,20 @@ type peekedAhead struct {
 	items []string
 }
 
-// judge applies the claim rule to items, the tail (served first) last, and
-// returns them in pop order. Large runs are judged on every core.
-func judge(items []string) []peeked {
+// judge applies the claim rule to items, the tail (served first) last, asks
+// the sorter about each claimable one, and returns them in pop order. Large
+// runs are judged on every core.
+func judge(items []string, queue string, sorter *Sorter) []peeked {
 	msgs := make([]peeked, len(items))
 	one := func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			raw := []byte(items[len(items)-1-i])
 			facts, fault := claimCheck(raw)
-			msgs[i] = peeked{raw: raw, facts: facts, fault: fault}
+			m := peeked{raw: raw, facts: facts, fault: fault}
+			if fault == "" && sorter != nil && sorter.Sort != nil {
+				m.verdict = sorter.Sort(Peeked{Raw: raw, Queue: queue, Priority: facts.priority, Redelivered: facts.redelivered})
+			}
+			msgs[i] = m
 		}
 	}
 	workers := min(runtime.GOMAXPROCS(0), len(items)/64)

@@ -273,7 +273,7 @@ func TestTransportClaimBatchConcurrent(t *testing.T) {
 
 // Batch claims cancelled at random points, and a client closed under them
 // (the process dying), lose and duplicate nothing, and a message handed back
-// keeps its place.
+// keeps its place; half the claimers forward some messages instead.
 func TestTransportClaimBatchCancelledLosesNothing(t *testing.T) {
 	t.Parallel()
 	b := trSetup(t, TransportOptions{})
@@ -288,6 +288,12 @@ func TestTransportClaimBatchCancelledLosesNothing(t *testing.T) {
 	acked := map[string]int{}
 	victim := redis.NewClient(trMust(ParseBrokerURL(b.url)))
 	victimTr := NewTransport(victim, TransportOptions{})
+	fwdSorter := &Sorter{Sort: func(p Peeked) Verdict {
+		if p.Raw[len(p.Raw)/2]%3 == 0 { // any rule of the bytes alone
+			return Verdict{Forward: "fwd"}
+		}
+		return Verdict{}
+	}}
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {
@@ -298,12 +304,16 @@ func TestTransportClaimBatchCancelledLosesNothing(t *testing.T) {
 			}
 			for range 150 {
 				ctx, cancel := context.WithTimeout(b.ctx, time.Duration(r.IntN(3000))*time.Microsecond)
-				ds, _, err := tr.ClaimBatch(ctx, []string{"q"}, 1+r.IntN(10), time.Duration(r.IntN(5))*time.Millisecond)
-				cancel()
-				if err != nil {
-					continue
+				var sorter *Sorter
+				if g%2 == 1 {
+					sorter = fwdSorter
 				}
-				for _, d := range ds {
+				c, err := tr.ClaimOrForward(ctx, []string{"q"}, 1+r.IntN(10), time.Duration(r.IntN(5))*time.Millisecond, sorter)
+				cancel()
+				if len(c.Deliveries) > 0 && err != nil {
+					t.Errorf("%d deliveries returned with %v", len(c.Deliveries), err)
+				}
+				for _, d := range c.Deliveries {
 					if r.IntN(3) == 0 {
 						continue // abandoned: stays unacked
 					}
@@ -321,5 +331,214 @@ func TestTransportClaimBatchCancelledLosesNothing(t *testing.T) {
 	victim.Close()
 	wg.Wait()
 
+	// A forwarded message is done, as an acked one is.
+	fwd := trMust(b.rdb.LRange(b.ctx, "fwd", 0, -1).Result())
+	if len(fwd) == 0 {
+		t.Error("no message was forwarded")
+	}
+	for _, raw := range fwd {
+		f, _ := claimCheck([]byte(raw))
+		acked[f.tag]++
+	}
 	b.checkEachOnce(t, acked, tags)
+}
+
+// labelSorter forwards every third message (by label) to one of two lists,
+// counting it by label parity, and notes the label on every message.
+func labelSorter(t *testing.T) *Sorter {
+	return &Sorter{
+		Counters: []string{"cnt.seen", "cnt.passed"},
+		Sort: func(p Peeked) Verdict {
+			label := trLabel(t, p.Raw)
+			var n int
+			fmt.Sscan(label, &n)
+			if n%3 != 0 {
+				return Verdict{Note: label}
+			}
+			return Verdict{Forward: fmt.Sprintf("out-%d", n%2), Count: fmt.Sprintf("c%d", n%2), Note: label}
+		},
+	}
+}
+
+// ClaimOrForward racing itself, plain claims and a publisher: every message
+// is claimed, dead-lettered or forwarded exactly once; forwarded ones are on
+// their list, in their queue's order, never unacked, and counted in the
+// same step; every delivery and forward carries its Sort note.
+func TestTransportClaimOrForwardConcurrent(t *testing.T) {
+	t.Parallel()
+	b := trSetup(t, TransportOptions{})
+	const m = 3000
+	poison := []byte(`{"properties": {"delivery_tag": 5}}`)
+	stepOf := map[string]int{}
+	var wg sync.WaitGroup
+	var raws [][]byte
+	for i := range m {
+		raw := trMessage(t, "q", i%10, fmt.Sprint(i))
+		if i%50 == 1 {
+			raw = append(slices.Clone(poison[:len(poison)-1]), fmt.Sprintf(`, "n": %d}`, i)...)
+		}
+		stepOf[fmt.Sprint(i)] = b.tr.step(i % 10)
+		raws = append(raws, raw)
+	}
+	wg.Go(func() {
+		pipe := b.rdb.Pipeline()
+		for i, raw := range raws {
+			pipe.LPush(b.ctx, b.tr.listKey("q", b.tr.step(i%10)), raw)
+			if i%100 == 99 {
+				if _, err := pipe.Exec(b.ctx); err != nil {
+					t.Error(err)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+		if _, err := pipe.Exec(b.ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	sorter := labelSorter(t)
+	var mu sync.Mutex
+	seen := map[string]int{}
+	forwarded := map[string]int{} // list -> returned as forwarded there
+	dead := 0
+	for g := range 5 {
+		wg.Go(func() {
+			for {
+				var c Claimed
+				var err error
+				if g < 4 {
+					c, err = b.tr.ClaimOrForward(b.ctx, []string{"q"}, 1+g*40, 200*time.Millisecond, sorter)
+				} else {
+					var d *Delivery
+					d, err = b.tr.Claim(b.ctx, []string{"q"}, 200*time.Millisecond)
+					var dl *DeadLetter
+					if errors.As(err, &dl) {
+						c.DeadLetters, err = []*DeadLetter{dl}, nil
+					} else if d != nil {
+						c.Deliveries = []*Delivery{d}
+					}
+				}
+				if errors.Is(err, ErrNoMessage) {
+					return
+				}
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				dead += len(c.DeadLetters)
+				for _, d := range c.Deliveries {
+					label := trLabel(t, d.Raw)
+					seen[label]++
+					// No note: the plain claimer, or the classic claim a batch
+					// falls back to after lost races (still exactly once).
+					if d.Note != nil && d.Note != label {
+						t.Errorf("delivery %s noted %v", label, d.Note)
+					}
+				}
+				for _, f := range c.Forwarded {
+					label := trLabel(t, f.Raw)
+					seen[label]++
+					forwarded[f.List]++
+					if f.Note != label || f.Queue != "q" {
+						t.Errorf("forward of %s: note %v queue %s", label, f.Note, f.Queue)
+					}
+				}
+				mu.Unlock()
+				for _, d := range c.Deliveries {
+					if err := b.tr.Ack(b.ctx, d.Tag); err != nil {
+						t.Error(err)
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if len(seen)+dead != m || dead != m/50 {
+		t.Errorf("%d taken and %d dead-lettered, want %d and %d", len(seen), dead, m-m/50, m/50)
+	}
+	for label, k := range seen {
+		if k != 1 {
+			t.Errorf("message %s taken %d times", label, k)
+		}
+	}
+	counts := map[string]int{}
+	for _, list := range []string{"out-0", "out-1"} {
+		got := trMust(b.rdb.LRange(b.ctx, list, 0, -1).Result())
+		if len(got) != forwarded[list] {
+			t.Errorf("%s holds %d messages, %d were returned as forwarded there", list, len(got), forwarded[list])
+		}
+		// LPUSHed: the oldest is last. Per priority step (one source list)
+		// the forwarded messages keep their order.
+		last := map[int]int{}
+		for i := len(got) - 1; i >= 0; i-- {
+			label := trLabel(t, []byte(got[i]))
+			var n int
+			fmt.Sscan(label, &n)
+			if want := fmt.Sprintf("out-%d", n%2); n%3 != 0 || want != list {
+				t.Errorf("%s holds message %s", list, label)
+			}
+			if step := stepOf[label]; n < last[step] {
+				t.Errorf("%s: %s after %d from the same list", list, label, last[step])
+			}
+			last[stepOf[label]] = n
+			counts[fmt.Sprintf("c%d", n%2)]++
+		}
+	}
+	for _, hash := range sorter.Counters {
+		for field, want := range counts {
+			if got := trMust(b.rdb.HGet(b.ctx, hash, field).Int()); got != want {
+				t.Errorf("%s %s = %d, want %d", hash, field, got, want)
+			}
+		}
+	}
+	if n := trMust(b.rdb.LLen(b.ctx, "spine.deadletter").Result()); n != m/50 {
+		t.Errorf("dead-letter list holds %d", n)
+	}
+	if trMust(b.rdb.HLen(b.ctx, "unacked").Result()) != 0 || trMust(b.rdb.ZCard(b.ctx, "unacked_index").Result()) != 0 {
+		t.Error("records left after acking every claim: a forward was recorded")
+	}
+}
+
+// With one queue and nobody else consuming, ClaimOrForward keeps kombu's
+// order exactly across its three outcomes, at every batch size.
+func TestTransportClaimOrForwardOrder(t *testing.T) {
+	t.Parallel()
+	for _, size := range []int{1, 4, 100} {
+		b := trSetup(t, TransportOptions{})
+		lists := map[string]map[int][]string{"q": {}}
+		for i := range 120 {
+			label := fmt.Sprint(i)
+			b.publish(t, "q", i%10, label)
+			lists["q"][b.tr.step(i%10)] = append(lists["q"][b.tr.step(i%10)], label)
+		}
+		var got []string
+		for {
+			c, err := b.tr.ClaimOrForward(b.ctx, []string{"q"}, size, 0, labelSorter(t))
+			if errors.Is(err, ErrNoMessage) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			// One call: deliveries and forwards interleave in pop order;
+			// the labels restore it within the batch.
+			var batch []string
+			for _, d := range c.Deliveries {
+				batch = append(batch, trLabel(t, d.Raw))
+			}
+			for _, f := range c.Forwarded {
+				batch = append(batch, trLabel(t, f.Raw))
+			}
+			slices.SortFunc(batch, func(a, b string) int {
+				var x, y int
+				fmt.Sscan(a, &x)
+				fmt.Sscan(b, &y)
+				return x - y
+			})
+			got = append(got, batch...)
+		}
+		if want := trKombuOrder([]string{"q"}, kombuPrioritySteps, lists); !slices.Equal(got, want) {
+			t.Errorf("batch %d: order\n got %v\nwant %v", size, got, want)
+		}
+	}
 }
