@@ -9,7 +9,10 @@
 // replica sees the same and a change reaches them within seconds:
 //
 //   - passthrough: the original envelope goes to the worker queue, byte for
-//     byte (no tracking: today's behaviour);
+//     byte (no tracking: today's behaviour). It is decided as it is peeked
+//     and moved in the claim itself (celerybridge's ClaimOrForward), never
+//     held; only a redelivered message is claimed first, since a run
+//     recorded for its task id may overrule the route;
 //   - shadow: an execution is recorded (idempotent on the Celery task id),
 //     the envelope goes to the worker queue unchanged, and the execution
 //     follows the task's result;
@@ -37,7 +40,9 @@
 // What the package must never do: lose or duplicate a message. Every hand-off
 // of a claimed message (republish, pipeline publish, parking an eta message)
 // removes its unacked record in the same atomic step (settle.lua; the
-// transport's own move for dead letters), so a side-car killed at any instant
-// leaves each message either waiting, unacked (a visibility-timeout scan
-// restores it), or handed off exactly once. It never decodes a pickle body.
+// transport's own move for dead letters), and a passed-through message moves
+// from the intercept queue to its worker queue in one atomic step, so a
+// side-car killed at any instant leaves each message either waiting, unacked
+// (a visibility-timeout scan restores it), or handed off exactly once. It
+// never decodes a pickle body.
 package phase2

@@ -39,7 +39,11 @@ func (s *Sidecar) handleBatch(ctx context.Context, ds []*celerybridge.Delivery) 
 	var shadows, reroutes []*job
 	for i, d := range ds {
 		j := &job{d: d, started: started, task: unknownTask}
-		j.dec = decide(d.Raw, table, s.opts.Catalog, s.opts.WorkerQueue, s.opts.Pickle, started)
+		if dec, ok := d.Note.(*decision); ok {
+			j.dec = *dec // decided when claimed
+		} else {
+			j.dec = decide(d.Raw, table, s.opts.Catalog, s.opts.WorkerQueue, s.opts.Pickle, started)
+		}
 		if j.dec.task != nil {
 			j.task = j.dec.task.Name
 		}
@@ -234,13 +238,8 @@ func (s *Sidecar) planPipeline(ctx context.Context, j *job, run core.RunRecord) 
 		j.outcome, j.err = s.deadLetter(ctx, j.d, dec.task.Name, fmt.Sprintf("%s: %s[%s]: pipeline task: %v", reasonMapping, dec.task.Name, dec.task.ID, err))
 		return
 	}
-	env, err := celerybridge.DecodeEnvelope(msg)
-	if err != nil {
-		j.err = fmt.Errorf("phase2: the pipeline task just built does not decode: %w", err)
-		return
-	}
 	j.off = &settlement{
-		tag: j.d.Tag, raw: j.d.Raw, action: "push", dest: s.keys.list(s.celery.Queue(run.Spec), env.Properties.Priority), payload: msg,
+		tag: j.d.Tag, raw: j.d.Raw, action: "push", dest: s.keys.list(s.celery.Queue(run.Spec), s.celery.Priority(run.Spec)), payload: msg,
 		task: dec.task.Name, outcome: outcomeRerouted, once: s.keys.once(dec.task.ID), onceTTL: s.opts.OnceTTL,
 	}
 	j.done = "ok"

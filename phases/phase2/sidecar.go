@@ -341,13 +341,21 @@ func (s *Sidecar) applyRoutes(ctx context.Context, routes []Route) {
 // at most Concurrency + 1 batches are in hand.
 func (s *Sidecar) claimLoop(ctx context.Context, batches chan<- []*celerybridge.Delivery) {
 	queues := []string{s.opts.Queue}
+	sorter := s.sorter()
 	backoff := time.Duration(0)
 	for ctx.Err() == nil {
-		ds, dls, err := s.transport.ClaimBatch(ctx, queues, s.opts.Batch, time.Second)
+		started := time.Now()
+		c, err := s.transport.ClaimOrForward(ctx, queues, s.opts.Batch, time.Second, sorter)
+		ds := c.Deliveries
 		if err == nil || errors.Is(err, celerybridge.ErrNoMessage) || ctx.Err() != nil {
 			s.failing.Store(false)
 		}
-		for _, dl := range dls {
+		for _, f := range c.Forwarded {
+			// Passed through in the claim itself (counted there too).
+			s.metrics.message(f.Note.(*decision).task.Name, string(ModePassthrough), "ok")
+			s.metrics.latency.observe(string(ModePassthrough), time.Since(started))
+		}
+		for _, dl := range c.DeadLetters {
 			// The claim rule refused it (kombu could not restore it): it is
 			// in the dead-letter list already.
 			s.metrics.deadLetter(dl.Reason)
@@ -375,6 +383,25 @@ func (s *Sidecar) claimLoop(ctx context.Context, batches chan<- []*celerybridge.
 		backoff = 0
 		s.metrics.inFlight.Add(int64(len(ds)))
 		batches <- ds // handlers drain the channel until it is closed
+	}
+}
+
+// sorter is the claimer's: it decides each message as it is peeked. One
+// that passes through untouched is forwarded to its worker queue in the
+// claim itself, so it is never held (nothing to ack, settle or restore);
+// the rest are claimed with their decision noted, so handlers do not decode
+// them again. A redelivered message is always claimed: a run recorded for
+// its task id before a restart may overrule the route (planPassthrough).
+func (s *Sidecar) sorter() *celerybridge.Sorter {
+	return &celerybridge.Sorter{
+		Counters: []string{s.keys.counter(outcomeSeen), s.keys.counter(outcomePassed)},
+		Sort: func(p celerybridge.Peeked) celerybridge.Verdict {
+			dec := decide(p.Raw, *s.table.Load(), s.opts.Catalog, s.opts.WorkerQueue, s.opts.Pickle, time.Now())
+			if dec.deadLetter == "" && dec.park.IsZero() && dec.path == ModePassthrough && !p.Redelivered {
+				return celerybridge.Verdict{Forward: s.keys.list(dec.route.Queue, p.Priority), Count: dec.task.Name, Note: &dec}
+			}
+			return celerybridge.Verdict{Note: &dec}
+		},
 	}
 }
 

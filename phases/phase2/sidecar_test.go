@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/spinecore/spine-go/adapters/capturespine"
 	"github.com/spinecore/spine-go/celerybridge"
 )
 
@@ -324,6 +325,13 @@ func TestStopLosesAndDuplicatesNothing(t *testing.T) {
 func TestShutdownTimeoutPutsMessagesBack(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
+	// Shadowed, so it is claimed and held (a passthrough message is
+	// forwarded in the claim itself and never in hand).
+	bt, err := capturespine.DefaultCatalog().Lookup(backupTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.set(Route{Task: backupTask, Mode: ModeShadow, Percent: 100, Queue: "celery", Pipeline: bt.Pipeline, Lane: "normal"})
 	id, raw := b.message(backupTask, []any{1}, nil, celerybridge.TaskOptions{})
 	b.push(DefaultInterceptQueue, raw)
 	opts := b.testOptions()
@@ -340,7 +348,12 @@ func TestShutdownTimeoutPutsMessagesBack(t *testing.T) {
 	ctx, cancel := context.WithCancel(b.ctx)
 	done := make(chan error, 1)
 	go func() { done <- sc.Run(ctx) }()
-	<-inHand
+	select {
+	case <-inHand:
+	case <-time.After(10 * time.Second):
+		cancel()
+		t.Fatal("the message never came into hand")
+	}
 	start := time.Now()
 	cancel()
 	if err := <-done; err != nil {
