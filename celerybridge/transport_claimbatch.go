@@ -74,6 +74,10 @@ type Peeked struct {
 	Priority int
 	// Redelivered: a restore or requeue put it back before.
 	Redelivered bool
+	// Task is the message decoded as DecodeTask decodes it, or TaskErr
+	// why it could not be. One scan serves both this and the claim rule.
+	Task    *Task
+	TaskErr error
 }
 
 // Verdict is what ClaimOrForward does with one peeked message.
@@ -405,19 +409,21 @@ type peekedAhead struct {
 }
 
 // judge applies the claim rule to items, the tail (served first) last, asks
-// the sorter about each claimable one, and returns them in pop order. Large
+// the sorter (if any) about each claimable one, and returns them in pop
+// order. Large
 // runs are judged on every core.
 func judge(items []string, queue string, sorter *Sorter) []peeked {
 	msgs := make([]peeked, len(items))
+	sorting := sorter != nil && sorter.Sort != nil
 	one := func(lo, hi int) {
 		for i := lo; i < hi; i++ {
 			raw := []byte(items[len(items)-1-i])
-			facts, fault := claimCheck(raw)
-			m := peeked{raw: raw, facts: facts, fault: fault}
-			if fault == "" && sorter != nil && sorter.Sort != nil {
-				m.verdict = sorter.Sort(Peeked{Raw: raw, Queue: queue, Priority: facts.priority, Redelivered: facts.redelivered})
+			if !sorting {
+				facts, fault := claimCheck(raw)
+				msgs[i] = peeked{raw: raw, facts: facts, fault: fault}
+				continue
 			}
-			msgs[i] = m
+			msgs[i] = judgeAndSort(raw, queue, sorter)
 		}
 	}
 	workers := min(runtime.GOMAXPROCS(0), len(items)/64)
@@ -432,6 +438,31 @@ func judge(items []string, queue string, sorter *Sorter) []peeked {
 	}
 	wg.Wait()
 	return msgs
+}
+
+// judgeAndSort decodes a message for the Sorter and, when the decoded
+// envelope settles it, takes the claim rule's facts from it rather than
+// scanning the bytes again.
+func judgeAndSort(raw []byte, queue string, sorter *Sorter) peeked {
+	var env Envelope
+	derr := decodeEnvelope(raw, &env)
+	m := peeked{raw: raw}
+	sure := false
+	if derr == nil && !nestedDeeperThan(raw, maxClaimDepth) {
+		m.facts, sure = envelopeFacts(&env)
+	}
+	if !sure {
+		m.facts, m.fault = claimCheck(raw)
+		if m.fault != "" {
+			return m
+		}
+	}
+	p := Peeked{Raw: raw, Queue: queue, Priority: m.facts.priority, Redelivered: m.facts.redelivered, TaskErr: derr}
+	if derr == nil {
+		p.Task, p.TaskErr = env.Task()
+	}
+	m.verdict = sorter.Sort(p)
+	return m
 }
 
 // isScriptUnsupported reports a server too old for the batch claim (RPOP

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"sync"
 	"testing"
@@ -540,5 +541,62 @@ func TestTransportClaimOrForwardOrder(t *testing.T) {
 		if want := trKombuOrder([]string{"q"}, kombuPrioritySteps, lists); !slices.Equal(got, want) {
 			t.Errorf("batch %d: order\n got %v\nwant %v", size, got, want)
 		}
+	}
+}
+
+// The Sorter sees each claimable message decoded exactly as DecodeTask
+// decodes it, with claimCheck's priority and redelivery, whichever way the
+// judge read the claim facts; messages the claim rule refuses never reach it.
+func TestClaimOrForwardDecodesForTheSorter(t *testing.T) {
+	t.Parallel()
+	b := trSetup(t, TransportOptions{})
+	cases := trClaimRuleCases(t)
+	redelivered := bytes.Replace(trMessage(t, "q", 7, "again"), []byte(`"delivery_info": {`), []byte(`"delivery_info": {"redelivered": true, `), 1)
+	raws := [][]byte{redelivered, trMessage(t, "q", 0, "plain")}
+	refused := 0
+	for _, c := range cases {
+		raws = append(raws, c.raw)
+		if c.reason != "" {
+			refused++
+		}
+	}
+	for _, raw := range raws {
+		b.rdb.LPush(b.ctx, "q", raw)
+	}
+	var mu sync.Mutex
+	sorted := 0
+	sorter := &Sorter{Sort: func(p Peeked) Verdict {
+		mu.Lock()
+		defer mu.Unlock()
+		sorted++
+		facts, fault := claimCheck(p.Raw)
+		if fault != "" {
+			t.Errorf("the sorter was asked about a message the claim rule refuses (%s)", fault)
+		}
+		if p.Priority != facts.priority || p.Redelivered != facts.redelivered {
+			t.Errorf("priority %d redelivered %v, claimCheck says %d %v", p.Priority, p.Redelivered, facts.priority, facts.redelivered)
+		}
+		want, werr := DecodeTask(p.Raw)
+		switch {
+		case (werr == nil) != (p.TaskErr == nil) || werr != nil && werr.Error() != p.TaskErr.Error():
+			t.Errorf("decode error %v, DecodeTask says %v", p.TaskErr, werr)
+		case werr == nil && !reflect.DeepEqual(p.Task, want):
+			t.Errorf("task %+v, DecodeTask says %+v", p.Task, want)
+		}
+		return Verdict{Forward: "out"}
+	}}
+	taken := 0
+	for {
+		c, err := b.tr.ClaimOrForward(b.ctx, []string{"q"}, 5, 0, sorter)
+		if errors.Is(err, ErrNoMessage) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		taken += len(c.Forwarded) + len(c.DeadLetters)
+	}
+	if taken != len(raws) || sorted < len(raws)-refused {
+		t.Errorf("took %d of %d messages, sorted %d of the %d claimable", taken, len(raws), sorted, len(raws)-refused)
 	}
 }

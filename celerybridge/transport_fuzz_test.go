@@ -238,3 +238,25 @@ func FuzzClaimCheckReduced(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEnvelopeFacts: whenever the claim facts are read from a decoded
+// envelope instead of by claimCheck, they are claimCheck's facts.
+func FuzzEnvelopeFacts(f *testing.F) {
+	addTransportSeeds(f)
+	f.Add([]byte(`{"headers": {"redelivered": true}, "properties": {"priority": 12, "delivery_tag": "t", "delivery_info": {"exchange": "", "routing_key": "q", "redelivered": false}}}`))
+	f.Add([]byte(`{"properties": {"priority": -3, "delivery_tag": "t", "delivery_info": {"exchange": "x", "routing_key": ""}}, "properties": {"delivery_tag": "u", "delivery_info": {"exchange": "", "routing_key": "q"}}}`))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		var env Envelope
+		if decodeEnvelope(raw, &env) != nil || nestedDeeperThan(raw, maxClaimDepth) {
+			return
+		}
+		got, ok := envelopeFacts(&env)
+		if !ok {
+			return
+		}
+		want, fault := claimCheck(raw)
+		if fault != "" || got != want {
+			t.Fatalf("facts from the envelope %+v, claimCheck %+v %q: %q", got, want, fault, raw)
+		}
+	})
+}

@@ -638,3 +638,28 @@ func allDigits(s string) bool {
 }
 
 var errEmptyQueues = errors.New("celerybridge: claim needs at least one queue")
+
+// envelopeFacts reads the claim facts from an envelope decodeEnvelope
+// accepted, so that a message decoded anyway (ClaimOrForward with a Sorter)
+// is not scanned a second time for the claim rule. ok is false whenever the
+// typed reading could differ from claimCheck's (a null or missing field,
+// an empty tag); the caller then runs claimCheck. FuzzEnvelopeFacts holds
+// every ok answer to claimCheck's on the same bytes.
+func envelopeFacts(e *Envelope) (f claimFacts, ok bool) {
+	p, d := &e.Properties, &e.Properties.DeliveryInfo
+	switch {
+	case !p.wire.has(pDeliveryTag) || p.wire.isNull(pDeliveryTag) || p.DeliveryTag == "" || hasLoneSurrogate(p.DeliveryTag):
+		return f, false
+	case !p.wire.has(pDeliveryInfo) || !d.wire.has(dExchange) || !d.wire.has(dRoutingKey):
+		return f, false
+	case d.wire.isNull(dExchange) || d.wire.isNull(dRoutingKey) || d.Exchange == "" && d.RoutingKey == "":
+		return f, false
+	case p.wire.has(pPriority) && p.wire.isNull(pPriority):
+		return f, false
+	case e.Headers.wire.isNull(hObject): // kombu's consumer reads it as {}, its restore does not
+		return f, false
+	}
+	f = claimFacts{tag: p.DeliveryTag, exchange: d.Exchange, routingKey: d.RoutingKey, priority: min(max(p.Priority, 0), 9)}
+	f.redelivered = e.Headers.Redelivered || d.Redelivered
+	return f, true
+}

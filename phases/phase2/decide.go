@@ -61,6 +61,11 @@ type routeTable map[string]Route
 // decoded (or its decode error), looked up, hashed, mapped.
 func decide(raw []byte, routes routeTable, catalog *capturespine.Catalog, workerQueue string, pickle PicklePolicy, now time.Time) decision {
 	task, err := celerybridge.DecodeTask(raw)
+	return decideTask(task, err, routes, catalog, workerQueue, pickle, now)
+}
+
+// decideTask is decide for a message already decoded (task, or err).
+func decideTask(task *celerybridge.Task, err error, routes routeTable, catalog *capturespine.Catalog, workerQueue string, pickle PicklePolicy, now time.Time) decision {
 	if err != nil {
 		if errors.Is(err, celerybridge.ErrOpaqueBody) {
 			return decision{deadLetter: reasonOpaque + ": protocol 1 body that is never decoded, so no task name to route by: " + err.Error()}

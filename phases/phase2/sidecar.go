@@ -396,7 +396,7 @@ func (s *Sidecar) sorter() *celerybridge.Sorter {
 	return &celerybridge.Sorter{
 		Counters: []string{s.keys.counter(outcomeSeen), s.keys.counter(outcomePassed)},
 		Sort: func(p celerybridge.Peeked) celerybridge.Verdict {
-			dec := decide(p.Raw, *s.table.Load(), s.opts.Catalog, s.opts.WorkerQueue, s.opts.Pickle, time.Now())
+			dec := decideTask(p.Task, p.TaskErr, *s.table.Load(), s.opts.Catalog, s.opts.WorkerQueue, s.opts.Pickle, time.Now())
 			if dec.deadLetter == "" && dec.park.IsZero() && dec.path == ModePassthrough && !p.Redelivered {
 				return celerybridge.Verdict{Forward: s.keys.list(dec.route.Queue, p.Priority), Count: dec.task.Name, Note: &dec}
 			}
