@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The phase-2 side-car figures of BENCHMARKS.md, on throwaway PostgreSQL 15
 # and Redis 7, arms alternated A B A B over the same messages:
-#   passthrough: the side-car (atomic claim, republish with ack) against a
+#   passthrough: the side-car (decode, route, atomic forward) against a
 #                pipelined RPOP+LPUSH loop in Go (target A/B >= 0.5);
 #   reroute:     the side-car rerouting every message (submit recorded in
 #                PostgreSQL, publish, ack) against a Celery 5.2.6 worker,

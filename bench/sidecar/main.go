@@ -4,7 +4,8 @@
 //
 //   - passthrough: A = phase2.New(...).Run passing N messages of a bypass
 //     task with no route row from the intercept queue to the worker queue
-//     (atomic claim, byte-for-byte republish with its ack, counters);
+//     (each message decoded and routed as it is peeked, then moved
+//     byte for byte with its counters in one atomic step: ClaimOrForward);
 //     B = the raw Redis limit, a pipelined RPOP+LPUSH loop in Go moving the
 //     same N messages between the same lists.
 //
@@ -296,7 +297,7 @@ func passthroughFigure(ctx context.Context, cfg config, pool *pgxpool.Pool, rdb 
 	}
 	fmt.Fprintf(os.Stderr, "passthrough: %d messages of %d B, %d pairs\n", cfg.n, len(msgs[0].([]byte)), cfg.pairs)
 	res := figureResult{Figure: "side-car passthrough rate", Target: "A/B >= 0.5", Messages: cfg.n,
-		A: fmt.Sprintf("side-car (Concurrency %d, Batch %d): batch claim (claim rule in Go) + settle.lua per batch, intercept -> %s", cfg.concurrency, cfg.batch, workerQueue),
+		A: fmt.Sprintf("side-car (Concurrency %d, Batch %d): peek, decode and route in Go, forward in the claim (one script per batch), intercept -> %s", cfg.concurrency, cfg.batch, workerQueue),
 		B: fmt.Sprintf("pipelined RPOP+LPUSH in Go, %d per pipeline, one connection", cfg.refBatch)}
 	n := int64(cfg.n)
 	for p := 1; p <= cfg.pairs; p++ {
