@@ -224,9 +224,17 @@ func (t *Transport) claimPeeked(ctx context.Context, queues []string, limit int,
 		}
 	}
 	key := strings.Join(queues, "\x00")
-	idx, items, ok := t.takeAhead(key)
+	single := len(queues) == 1
+	ahead, ok := t.takeAhead(key)
+	idx, items := ahead.idx, ahead.items
 	if !ok {
-		res, err := peekScript.Run(ctx, t.rdb, lists, limit).Slice()
+		// With one queue, two runs are read at once: the second is judged
+		// while the first one's script runs.
+		count := limit
+		if single {
+			count = 2 * limit
+		}
+		res, err := peekScript.Run(ctx, t.rdb, lists, count).Slice()
 		if errors.Is(err, redis.Nil) {
 			return Claimed{}, false, nil
 		}
@@ -239,6 +247,7 @@ func (t *Transport) claimPeeked(ctx context.Context, queues []string, limit int,
 		for i, v := range got {
 			items[i], _ = v.(string)
 		}
+		ahead.full = len(items) == count
 	}
 	if idx < 1 || int(idx) > len(lists) || len(items) == 0 {
 		return Claimed{}, false, fmt.Errorf("celerybridge: peek script replied list %d with %d messages", idx, len(items))
@@ -246,17 +255,24 @@ func (t *Transport) claimPeeked(ctx context.Context, queues []string, limit int,
 	queue := order[(int(idx)-1)%len(order)]
 	list := lists[idx-1]
 
-	// Judge the tail first, the order they are popped in.
-	n, size := 0, 0
-	for i := len(items) - 1; i >= 0; i-- {
-		if n > 0 && size+len(items[i]) > maxClaimBatchBytes {
-			break
-		}
-		size += len(items[i])
-		n++
+	// This run is the tail (popped first); behind it, the next one.
+	n := tailRun(items, limit)
+	run, behind := items[len(items)-n:], items[:len(items)-n]
+	var msgs []peeked
+	if ahead.judged != nil && ahead.judged.sorter == sorter && ahead.judged.n == n {
+		<-ahead.judged.done
+		msgs = ahead.judged.msgs
+	} else {
+		msgs = judge(run, queue, sorter)
 	}
-	msgs := judge(items[len(items)-n:], queue, sorter)
 	keys, args := t.claimBatchArgs(msgs, queue, list, lists[:idx-1], sorter)
+
+	// The run behind is judged while this run's script runs (its own
+	// script will still check every message is there, byte for byte).
+	var next *judgedRun
+	if single && len(behind) > 0 {
+		next = judgeLater(behind[len(behind)-tailRun(behind, limit):], queue, sorter)
+	}
 
 	// As in claimOnce: the reply is read even when the caller gives up,
 	// since it may list messages now recorded as ours.
@@ -265,16 +281,17 @@ func (t *Transport) claimPeeked(ctx context.Context, queues []string, limit int,
 	stop := context.AfterFunc(ctx, func() { time.AfterFunc(claimReplyGrace, cancel) })
 	defer stop()
 	// With one queue the next claim will peek at the same list, so the run
-	// behind this one is read in the same round trip, before this run is
-	// popped: the next claim judges it at once (and its script still checks
-	// every message is there, byte for byte).
-	peekAhead := len(queues) == 1 && len(items) == limit && len(msgs) == len(items)
-	out, ahead, err := t.runClaimBatch(sctx, keys, args, list, peekAhead, len(msgs), limit)
+	// after the one behind is read in the same round trip, before this run
+	// is popped.
+	peekAhead := single && ahead.full
+	out, beyond, err := t.runClaimBatch(sctx, keys, args, list, peekAhead, len(items), limit)
 	if err != nil {
 		return Claimed{}, false, fmt.Errorf("celerybridge: claim from %v: %w", queues, err)
 	}
-	if len(out)-1 == len(msgs) && len(ahead) > 0 {
-		t.putAhead(key, idx, ahead)
+	if len(out)-1 == len(msgs) && next != nil {
+		// Still in list order: what was read beyond, then all behind this run.
+		pending := append(beyond[:len(beyond):len(beyond)], behind...)
+		t.putAhead(key, peekedAhead{idx: idx, items: pending, judged: next, full: len(beyond) == limit})
 	}
 	if len(out) < 1 || len(out)-1 > len(msgs) {
 		return Claimed{}, false, fmt.Errorf("celerybridge: claim batch script replied %d values for %d messages", len(out), len(msgs))
@@ -356,7 +373,7 @@ func (t *Transport) claimBatchArgs(msgs []peeked, queue, list string, ahead []st
 }
 
 // runClaimBatch runs claimbatch.lua, pipelined behind an LRANGE of the
-// count messages behind the k being claimed when peekAhead is set.
+// count messages behind the k already read when peekAhead is set.
 func (t *Transport) runClaimBatch(ctx context.Context, keys []string, args []any, list string, peekAhead bool, k, count int) ([]string, []string, error) {
 	if !peekAhead {
 		out, err := claimBatchScript.Run(ctx, t.rdb, keys, args...).StringSlice()
@@ -383,29 +400,67 @@ func (t *Transport) runClaimBatch(ctx context.Context, keys []string, args []any
 }
 
 // takeAhead returns (and forgets) the messages read ahead for queues.
-func (t *Transport) takeAhead(key string) (int64, []string, bool) {
+func (t *Transport) takeAhead(key string) (peekedAhead, bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	a, ok := t.ahead[key]
 	if ok {
 		delete(t.ahead, key)
 	}
-	return a.idx, a.items, ok
+	return a, ok
 }
 
-func (t *Transport) putAhead(key string, idx int64, items []string) {
+func (t *Transport) putAhead(key string, a peekedAhead) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.ahead == nil || len(t.ahead) >= 64 {
 		t.ahead = map[string]peekedAhead{}
 	}
-	t.ahead[key] = peekedAhead{idx: idx, items: items}
+	t.ahead[key] = a
 }
 
-// peekedAhead is the run of messages read behind a claimed one.
+// peekedAhead is what a batch claim read behind the run it claimed.
 type peekedAhead struct {
-	idx   int64 // 1-based list index in consume order, as the peek script gives
-	items []string
+	idx   int64    // 1-based list index in consume order, as the peek script gives
+	items []string // LRANGE order: the tail, to be claimed first, last
+	// judged is the verdict on the tail run of items, reached while the
+	// claim before ran; nil if none.
+	judged *judgedRun
+	// full: items reached as far as the read asked, so more may follow.
+	full bool
+}
+
+// judgedRun is a run of messages being judged in the background.
+type judgedRun struct {
+	sorter *Sorter
+	items  []string
+	n      int
+	done   chan struct{}
+	msgs   []peeked
+}
+
+func judgeLater(items []string, queue string, sorter *Sorter) *judgedRun {
+	j := &judgedRun{sorter: sorter, items: items, n: len(items), done: make(chan struct{})}
+	go func() {
+		defer close(j.done)
+		j.msgs = judge(items, queue, sorter)
+	}()
+	return j
+}
+
+// tailRun is how many messages, from the tail of items (LRANGE order), one
+// batch takes: up to limit, and no more than maxClaimBatchBytes of them
+// (one message is always taken, whatever its size).
+func tailRun(items []string, limit int) int {
+	n, size := 0, 0
+	for i := len(items) - 1; i >= 0 && n < limit; i-- {
+		if n > 0 && size+len(items[i]) > maxClaimBatchBytes {
+			break
+		}
+		size += len(items[i])
+		n++
+	}
+	return n
 }
 
 // judge applies the claim rule to items, the tail (served first) last, asks

@@ -600,3 +600,45 @@ func TestClaimOrForwardDecodesForTheSorter(t *testing.T) {
 		t.Errorf("took %d of %d messages, sorted %d of the %d claimable", taken, len(raws), sorted, len(raws)-refused)
 	}
 }
+
+// The run behind a batch is judged while the batch's script runs, with
+// that call's Sorter. A next call with another Sorter (or none) judges it
+// again rather than applying verdicts it did not give.
+func TestClaimOrForwardJudgesAheadOnlyForTheSameSorter(t *testing.T) {
+	t.Parallel()
+	b := trSetup(t, TransportOptions{})
+	for i := range 12 {
+		b.publish(t, "q", 0, fmt.Sprint(i))
+	}
+	all := &Sorter{Sort: func(Peeked) Verdict { return Verdict{Forward: "out"} }}
+	other := &Sorter{Sort: func(Peeked) Verdict { return Verdict{Forward: "elsewhere"} }}
+	var labels []string
+	for _, step := range []struct {
+		sorter           *Sorter
+		claims, forwards int
+		list             string
+	}{{all, 0, 3, "out"}, {nil, 3, 0, ""}, {all, 0, 3, "out"}, {other, 0, 3, "elsewhere"}} {
+		c, err := b.tr.ClaimOrForward(b.ctx, []string{"q"}, 3, 0, step.sorter)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(c.Deliveries) != step.claims || len(c.Forwarded) != step.forwards {
+			t.Fatalf("%d claims and %d forwards, want %d and %d", len(c.Deliveries), len(c.Forwarded), step.claims, step.forwards)
+		}
+		for _, d := range c.Deliveries {
+			labels = append(labels, trLabel(t, d.Raw))
+		}
+		for _, f := range c.Forwarded {
+			if f.List != step.list {
+				t.Errorf("forwarded to %s, want %s", f.List, step.list)
+			}
+			labels = append(labels, trLabel(t, f.Raw))
+		}
+	}
+	if want := []string{"0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11"}; !slices.Equal(labels, want) {
+		t.Errorf("taken in order %v, want %v", labels, want)
+	}
+	if n := trMust(b.rdb.LLen(b.ctx, "elsewhere").Result()); n != 3 {
+		t.Errorf("%d messages on the second sorter's list, want 3", n)
+	}
+}
