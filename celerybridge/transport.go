@@ -109,6 +109,9 @@ type Transport struct {
 	// singleClaims: the server cannot run the batch claim (Redis < 6.2);
 	// ClaimBatch claims one message at a time.
 	singleClaims atomic.Bool
+	// msgSize is the average size of the messages a batch claim read last,
+	// which bounds how many the next one reads.
+	msgSize atomic.Int64
 	topics       sync.Map // Python pattern -> *regexp.Regexp (nil: unusable)
 }
 

@@ -230,9 +230,9 @@ func (t *Transport) claimPeeked(ctx context.Context, queues []string, limit int,
 	if !ok {
 		// With one queue, two runs are read at once: the second is judged
 		// while the first one's script runs.
-		count := limit
+		count := t.readCount(limit, 1)
 		if single {
-			count = 2 * limit
+			count = t.readCount(2*limit, 2)
 		}
 		res, err := peekScript.Run(ctx, t.rdb, lists, count).Slice()
 		if errors.Is(err, redis.Nil) {
@@ -248,6 +248,7 @@ func (t *Transport) claimPeeked(ctx context.Context, queues []string, limit int,
 			items[i], _ = v.(string)
 		}
 		ahead.full = len(items) == count
+		t.noteSizes(items)
 	}
 	if idx < 1 || int(idx) > len(lists) || len(items) == 0 {
 		return Claimed{}, false, fmt.Errorf("celerybridge: peek script replied list %d with %d messages", idx, len(items))
@@ -284,14 +285,15 @@ func (t *Transport) claimPeeked(ctx context.Context, queues []string, limit int,
 	// after the one behind is read in the same round trip, before this run
 	// is popped.
 	peekAhead := single && ahead.full
-	out, beyond, err := t.runClaimBatch(sctx, keys, args, list, peekAhead, len(items), limit)
+	out, beyond, err := t.runClaimBatch(sctx, keys, args, list, peekAhead, len(items), t.readCount(limit, 1))
 	if err != nil {
 		return Claimed{}, false, fmt.Errorf("celerybridge: claim from %v: %w", queues, err)
 	}
 	if len(out)-1 == len(msgs) && next != nil {
 		// Still in list order: what was read beyond, then all behind this run.
+		t.noteSizes(beyond)
 		pending := append(beyond[:len(beyond):len(beyond)], behind...)
-		t.putAhead(key, peekedAhead{idx: idx, items: pending, judged: next, full: len(beyond) == limit})
+		t.putAhead(key, peekedAhead{idx: idx, items: pending, judged: next, full: len(beyond) == t.readCount(limit, 1)})
 	}
 	if len(out) < 1 || len(out)-1 > len(msgs) {
 		return Claimed{}, false, fmt.Errorf("celerybridge: claim batch script replied %d values for %d messages", len(out), len(msgs))
@@ -446,6 +448,29 @@ func judgeLater(items []string, queue string, sorter *Sorter) *judgedRun {
 		j.msgs = judge(items, queue, sorter)
 	}()
 	return j
+}
+
+// readCount is how many messages to read (LRANGE) for runs batches of up
+// to limit each: as many, unless the messages read lately were so large
+// that they would exceed runs times maxClaimBatchBytes (one message is
+// always read). It bounds a claimer's memory when messages are large.
+func (t *Transport) readCount(limit, runs int) int {
+	if avg := t.msgSize.Load(); avg > 0 {
+		return max(1, min(limit, runs*maxClaimBatchBytes/int(avg)))
+	}
+	return limit
+}
+
+// noteSizes records the average size of the messages just read.
+func (t *Transport) noteSizes(items []string) {
+	if len(items) == 0 {
+		return
+	}
+	total := 0
+	for _, it := range items {
+		total += len(it)
+	}
+	t.msgSize.Store(int64(max(1, total/len(items))))
 }
 
 // tailRun is how many messages, from the tail of items (LRANGE order), one

@@ -9,6 +9,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -640,5 +641,57 @@ func TestClaimOrForwardJudgesAheadOnlyForTheSameSorter(t *testing.T) {
 	}
 	if n := trMust(b.rdb.LLen(b.ctx, "elsewhere").Result()); n != 3 {
 		t.Errorf("%d messages on the second sorter's list, want 3", n)
+	}
+}
+
+// Large messages: every batch stays within maxClaimBatchBytes, and once
+// their size is known a claim reads only as many as its runs can take.
+func TestClaimBatchBoundsReadsByMessageSize(t *testing.T) {
+	t.Parallel()
+	b := trSetup(t, TransportOptions{})
+	big := strings.Repeat("x", 700<<10)
+	for i := range 30 {
+		m, err := NewTaskMessage("interop.record", []any{fmt.Sprint(i), big}, nil, TaskOptions{Queue: "q"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, err := m.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.rdb.LPush(b.ctx, "q", raw)
+	}
+	var got []string
+	for {
+		ds, _, err := b.tr.ClaimBatch(b.ctx, []string{"q"}, MaxClaimBatch, 0)
+		if errors.Is(err, ErrNoMessage) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		size := 0
+		for _, d := range ds {
+			size += len(d.Raw)
+			task, err := DecodeTask(d.Raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			args, _ := task.DecodeArgs()
+			got = append(got, args[0].(string))
+		}
+		if len(ds) > 1 && size > maxClaimBatchBytes {
+			t.Errorf("a batch of %d messages, %d bytes", len(ds), size)
+		}
+		if n, most := b.tr.readCount(MaxClaimBatch, 2), 2*maxClaimBatchBytes/(700<<10); n > most {
+			t.Errorf("the next claim would read %d messages of 700 KiB, want at most %d", n, most)
+		}
+	}
+	want := make([]string, 30)
+	for i := range want {
+		want[i] = fmt.Sprint(i)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("claimed %v, want %v", got, want)
 	}
 }
