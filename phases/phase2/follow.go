@@ -86,25 +86,35 @@ func newFollower(s *Sidecar) *follower {
 }
 
 // add starts following f; a run already followed is left as it is.
-func (fw *follower) add(f *followed) {
-	if f.ref == "" {
-		return
-	}
+func (fw *follower) add(f *followed) { fw.addMany([]*followed{f}) }
+
+// addMany starts following fs (a batch's runs) with one SUBSCRIBE: one
+// command per run would cost a write and a command each.
+func (fw *follower) addMany(fs []*followed) {
+	var channels []string
 	fw.mu.Lock()
-	if _, ok := fw.runs[f.ref]; ok {
-		fw.mu.Unlock()
-		return
+	for _, f := range fs {
+		if f.ref == "" {
+			continue
+		}
+		if _, ok := fw.runs[f.ref]; ok {
+			continue
+		}
+		fw.runs[f.ref] = f
+		fw.pending = append(fw.pending, f.ref)
+		channels = append(channels, fw.s.results.Key(f.ref))
 	}
-	fw.runs[f.ref] = f
-	fw.pending = append(fw.pending, f.ref)
 	ps := fw.ps
 	fw.mu.Unlock()
-	fw.s.metrics.following.Add(1)
+	if len(channels) == 0 {
+		return
+	}
+	fw.s.metrics.following.Add(int64(len(channels)))
 	if ps != nil {
 		// Subscribe first, read after (the pending read): a result stored in
 		// between is seen by the read, a later one arrives as a message.
-		if err := ps.Subscribe(context.Background(), fw.s.results.Key(f.ref)); err != nil {
-			fw.s.log.Debug("phase2: subscribe to a result; polling covers it", "ref", f.ref, "err", err)
+		if err := ps.Subscribe(context.Background(), channels...); err != nil {
+			fw.s.log.Debug("phase2: subscribe to results; polling covers them", "runs", len(channels), "err", err)
 		}
 	}
 	select {

@@ -96,6 +96,7 @@ func (s *Sidecar) settle(ctx context.Context, jobs []*job) {
 		}
 	}
 	res, err := s.keys.settleMany(ctx, s.broker, ss)
+	var follow []*followed
 	for i, j := range settling {
 		if err != nil {
 			j.err = err
@@ -103,9 +104,10 @@ func (s *Sidecar) settle(ctx context.Context, jobs []*job) {
 		}
 		j.outcome = settleOutcome(res[i], j.done)
 		if res[i] != settleLost && j.follow != nil && j.follow.Status.Active() {
-			s.follower.add(followedRun(*j.follow))
+			follow = append(follow, followedRun(*j.follow))
 		}
 	}
+	s.follower.addMany(follow)
 }
 
 // record records the runs of one path's jobs in one ledger write, then plans
