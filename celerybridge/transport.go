@@ -112,7 +112,7 @@ type Transport struct {
 	// msgSize is the average size of the messages a batch claim read last,
 	// which bounds how many the next one reads.
 	msgSize atomic.Int64
-	topics       sync.Map // Python pattern -> *regexp.Regexp (nil: unusable)
+	topics  sync.Map // Python pattern -> *regexp.Regexp (nil: unusable)
 }
 
 // kombu's names and defaults.
