@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 	"time"
 
@@ -153,7 +154,20 @@ func (a *app) phase3CopyCmd() *cobra.Command {
 				return nil
 			}
 			bar := a.phase3ProgressBar()
-			opts.Progress = bar.show
+			batches := 0
+			opts.Progress = func(p phase3.Progress) {
+				bar.show(p)
+				// The copy leaves a few KiB of garbage per batch in a
+				// process whose live heap stays under 1 MiB, and the Go
+				// runtime collects only once the heap reaches 4 MiB: left
+				// alone, the resident set would grow with the job count
+				// (by 2.7 MiB over 2,000,000 jobs). A collection every
+				// copyGCEvery batches (well under a millisecond with this
+				// heap) keeps it flat.
+				if batches++; batches%copyGCEvery == 0 {
+					runtime.GC()
+				}
+			}
 			res, err := phase3.Copy(cmd.Context(), pool, opts)
 			bar.end()
 			if err != nil && !res.Stopped {
@@ -174,6 +188,10 @@ func (a *app) phase3CopyCmd() *cobra.Command {
 	return cmd
 }
 
+// copyGCEvery is how many progress reports (one per batch) the copy makes
+// between two forced garbage collections.
+const copyGCEvery = 32
+
 func writeCopyResult(w io.Writer, r phase3.CopyResult) {
 	switch {
 	case r.Stopped:
@@ -192,6 +210,9 @@ func writeCopyResult(w io.Writer, r phase3.CopyResult) {
 			r.RowsScanned, r.Batches, r.RowsCopied, r.RowsLinked, r.RowsRejected)
 		fmt.Fprintf(w, "  batch time p50 %s, p99 %s, max %s; %d lock retries; paused %s\n",
 			r.BatchP50.Round(time.Millisecond), r.BatchP99.Round(time.Millisecond), r.BatchMax.Round(time.Millisecond), r.Retries, r.Paused.Round(time.Millisecond))
+	}
+	if r.OnConflict > 0 {
+		fmt.Fprintf(w, "  %d batches ran with ON CONFLICT DO NOTHING: executions phase 3 did not expect were in the way and were kept; `spine-migrate phase3 verify` shows the jobs\n", r.OnConflict)
 	}
 	if r.TriggerInstalled || r.IndexBuilt {
 		fmt.Fprintf(w, "  set up: trigger installed %v, backend_task_id index built %v\n", r.TriggerInstalled, r.IndexBuilt)

@@ -7,6 +7,7 @@ import (
 	"math"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/spinecore/spine-go/adapters/capturespine"
 )
@@ -33,13 +34,18 @@ import (
 //     batch reads that id again. No row locks are taken on jobs, so no WAL
 //     is written for them and readers never wait; a write waits (at most
 //     one batch) only on an uncopied id in the bucket being copied.
-//  3. Within that order the batch is idempotent: ON CONFLICT (execution_id)
-//     DO NOTHING keeps an execution the trigger already wrote (from a
-//     version at least as new as the batch's snapshot), linking is a set
-//     union, and a job the batch does not see (deleted before its
-//     snapshot) gets no execution, so nothing is resurrected. The
-//     checkpoint moves in the same transaction, so a crash at any instant
-//     either keeps a whole batch or none of it.
+//  3. Within that order the batch is idempotent: it keeps an execution
+//     the trigger already wrote (from a version at least as new as the
+//     batch's snapshot) and inserts only for jobs that have none, linking
+//     is a set union, and a job the batch does not see (deleted before its
+//     snapshot) gets no execution, so nothing is resurrected. The batch
+//     finds those executions itself, before inserting (batchSQL says how),
+//     rather than leaving them to ON CONFLICT; should it ever miss one,
+//     the primary key refuses the INSERT, the batch's transaction rolls
+//     back whole, and the batch runs again with ON CONFLICT (execution_id)
+//     DO NOTHING, which keeps it. The checkpoint moves in the same
+//     transaction, so a crash at any instant either keeps a whole batch or
+//     none of it.
 //  4. Every trigger write is an upsert or delete by the deterministic id,
 //     applied in jobs' own row-lock order, so the newest version wins.
 //  5. TRUNCATE jobs takes ACCESS EXCLUSIVE on jobs, which a batch (reading
@@ -62,30 +68,72 @@ import (
 // to their native executions, lists the unmappable ones as rejects, inserts
 // the rest, and moves the checkpoint to $2 ($3 is the batch size, $4 the
 // rate, both recorded for status).
-func batchSQL(b boundMapping) string {
-	mapped := mappedSQL("j")
+//
+// Almost every job is simply mapped, so the statement is built around one
+// INSERT … SELECT straight from jobs, as lean as the plain statement it is
+// measured against: it takes the jobs of the range that are mapped and
+// whose Celery task id no execution carries yet (an index probe that stops
+// at the first entry; a job without a task id probes its own execution's
+// id instead), and returns their ids (the legacy_job_id every execution
+// the mapping writes holds). The few jobs it leaves (the rest: ones that
+// share a task id with an execution, native or another job's, unmapped
+// ones, and ones whose execution the trigger already wrote) are then
+// looked at closely: linked, listed as rejects, skipped, or inserted.
+// Reading jobs twice, the second time only their ids against the INSERT's,
+// costs less than carrying every row through a materialised CTE, and the
+// probe runs just before the insert of the same job, while the index pages
+// it read are still in shared buffers.
+//
+// So neither INSERT needs ON CONFLICT, whose speculative insertion costs
+// several per cent of a batch. An execution the probes cannot see is one
+// carrying another Celery task id than its job's current one, or one
+// committed after the batch's snapshot; by point 2 above neither exists
+// (the trigger writes a job's execution from its current row, holding the
+// bucket lock), short of someone writing executions behind phase 3's back.
+// Should one exist all the same, an INSERT fails with a unique violation
+// and the batch runs again with onConflict, which adds ON CONFLICT
+// (execution_id) DO NOTHING: the execution in the way is kept, as point 3
+// says.
+func batchSQL(b boundMapping, onConflict bool) string {
+	conflict := ""
+	if onConflict {
+		conflict = "\n    ON CONFLICT (execution_id) DO NOTHING"
+	}
 	return fmt.Sprintf(`
-WITH src AS MATERIALIZED (
-    SELECT j.*, %[1]s AS spine_natives
-    FROM jobs AS j
-    WHERE j.id > $1 AND j.id <= $2
+WITH inserted AS (
+    INSERT INTO executions (%[1]s)
+    SELECT %[2]s
+    FROM jobs AS j CROSS JOIN (SELECT * FROM spine_phase3_mapping LIMIT 1) AS spine_map
+    WHERE j.id > $1 AND j.id <= $2 AND %[3]s
+      AND NOT EXISTS (SELECT FROM executions AS spine_e WHERE spine_e.backend_task_id = j.celery_task_id OFFSET 0)
+      AND (j.celery_task_id IS NOT NULL
+           OR NOT EXISTS (SELECT FROM executions AS spine_o WHERE spine_o.execution_id = %[4]s OFFSET 0))%[5]s
+    RETURNING (metadata -> '%[6]s')::bigint AS id
+), rest AS MATERIALIZED (
+    SELECT j.*, %[7]s AS spine_natives,
+           EXISTS (SELECT FROM executions AS spine_o WHERE spine_o.execution_id = %[4]s OFFSET 0) AS spine_own,
+           %[3]s AS spine_mapped
+    FROM jobs AS j LEFT JOIN (SELECT * FROM spine_phase3_mapping LIMIT 1) AS spine_map ON true
+    WHERE j.id > $1 AND j.id <= $2 AND j.id NOT IN (SELECT i.id FROM inserted AS i WHERE i.id IS NOT NULL)
+), overlapping AS MATERIALIZED (
+    SELECT r.id, r.spine_natives FROM rest AS r WHERE cardinality(r.spine_natives) > 0
 ), links AS MATERIALIZED (
-    SELECT n.execution_id, array_agg(s.id ORDER BY s.id) AS job_ids
-    FROM src AS s CROSS JOIN LATERAL unnest(s.spine_natives) AS n(execution_id)
+    SELECT n.execution_id, array_agg(o.id ORDER BY o.id) AS job_ids
+    FROM overlapping AS o CROSS JOIN LATERAL unnest(o.spine_natives) AS n(execution_id)
     GROUP BY n.execution_id
 ), linked AS (
     UPDATE executions AS e
-    SET metadata = spine_phase3_relink(e.metadata, 1, 0, (SELECT l.job_ids FROM links AS l WHERE l.execution_id = e.execution_id))
-    WHERE e.execution_id = ANY (ARRAY(SELECT l.execution_id FROM links AS l))
+    SET metadata = CASE WHEN e.metadata ? '%[8]s' THEN spine_phase3_relink(e.metadata, 1, 0, l.job_ids)
+                        ELSE jsonb_set(e.metadata, '{%[8]s}', to_jsonb(l.job_ids)) END
+    FROM links AS l
+    WHERE e.execution_id = ANY (ARRAY(SELECT execution_id FROM links)) AND e.execution_id = l.execution_id
     RETURNING 1
 ), unduplicated AS (
     DELETE FROM executions
-    WHERE execution_id = ANY (ARRAY(SELECT %[2]s FROM src AS s WHERE cardinality(s.spine_natives) > 0))
+    WHERE execution_id = ANY (ARRAY(SELECT %[9]s FROM overlapping AS o))
     RETURNING 1
 ), unmapped AS MATERIALIZED (
-    SELECT j.id, j.job_type, j.status
-    FROM src AS j CROSS JOIN (SELECT * FROM spine_phase3_mapping LIMIT 1) AS spine_map
-    WHERE cardinality(j.spine_natives) = 0 AND NOT %[3]s
+    SELECT r.id, r.job_type, r.status FROM rest AS r WHERE cardinality(r.spine_natives) = 0 AND NOT r.spine_mapped
 ), rejected AS (
     INSERT INTO spine_phase3_rejects (job_id, job_type, status)
     SELECT id, job_type, status FROM unmapped
@@ -95,30 +143,31 @@ WITH src AS MATERIALIZED (
     DELETE FROM spine_phase3_rejects
     WHERE job_id > $1 AND job_id <= $2 AND job_id <> ALL (ARRAY(SELECT id FROM unmapped))
     RETURNING 1
-), inserted AS (
-    INSERT INTO executions (%[4]s)
-    SELECT %[5]s
-    FROM src AS j CROSS JOIN (SELECT * FROM spine_phase3_mapping LIMIT 1) AS spine_map
-    WHERE cardinality(j.spine_natives) = 0 AND %[3]s
-    ON CONFLICT (execution_id) DO NOTHING
+), shared AS (
+    INSERT INTO executions (%[1]s)
+    SELECT %[2]s
+    FROM rest AS j CROSS JOIN (SELECT * FROM spine_phase3_mapping LIMIT 1) AS spine_map
+    WHERE cardinality(j.spine_natives) = 0 AND j.spine_mapped AND NOT j.spine_own%[5]s
     RETURNING 1
 ), counts AS MATERIALIZED (
-    SELECT (SELECT count(*) FROM src) AS scanned,
-           (SELECT count(*) FROM inserted) AS copied,
-           (SELECT count(*) FROM src WHERE cardinality(spine_natives) > 0) AS linked,
+    SELECT (SELECT count(*) FROM inserted) AS fast,
+           (SELECT count(*) FROM rest) AS rest,
+           (SELECT count(*) FROM shared) AS shared,
+           (SELECT count(*) FROM overlapping) AS linked,
            (SELECT count(*) FROM unmapped) AS rejected,
            (SELECT count(*) FROM linked) + (SELECT count(*) FROM unduplicated)
              + (SELECT count(*) FROM rejected) + (SELECT count(*) FROM unrejected) AS touched
 ), checkpoint AS (
     UPDATE spine_phase3_copy AS cp
-    SET last_id = $2, rows_scanned = cp.rows_scanned + c.scanned, rows_copied = cp.rows_copied + c.copied,
+    SET last_id = $2, rows_scanned = cp.rows_scanned + c.fast + c.rest, rows_copied = cp.rows_copied + c.fast + c.shared,
         rows_linked = cp.rows_linked + c.linked, rows_rejected = cp.rows_rejected + c.rejected,
         batches = cp.batches + 1, batch_size = $3, rate = $4, updated_at = now()
     FROM counts AS c
     RETURNING 1
 )
-SELECT c.scanned, c.copied, c.linked, c.rejected, c.touched, (SELECT count(*) FROM checkpoint) FROM counts AS c`,
-		nativesSQL("j"), capturespine.JobExecutionIDSQL("s.id"), mapped, columnList(b.Columns), b.Select)
+SELECT c.fast + c.rest, c.fast + c.shared, c.linked, c.rejected, c.touched, (SELECT count(*) FROM checkpoint) FROM counts AS c`,
+		columnList(b.Columns), b.Select, mappedSQL("j"), capturespine.JobExecutionIDSQL("j.id"), conflict,
+		metaLegacyJobID, nativesSQL("j"), metaLegacyJobIDs, capturespine.JobExecutionIDSQL("o.id"))
 }
 
 // batchSettings are a batch's: a plan for its actual ids (a generic plan
@@ -138,7 +187,8 @@ type batchCounts struct {
 	done                              bool
 }
 
-// copyBatch runs one batch of about n jobs after last, up to maxID, in tx.
+// copyBatch runs one batch of about n jobs after last, up to maxID, in tx,
+// with sql, one of the two renderings of batchSQL.
 func copyBatch(ctx context.Context, tx pgx.Tx, sql string, last, maxID int64, n int, rate float64) (batchCounts, error) {
 	var c batchCounts
 	if _, err := tx.Exec(ctx, batchSettings); err != nil {
@@ -172,4 +222,10 @@ func copyBatch(ctx context.Context, tx pgx.Tx, sql string, last, maxID int64, n 
 		return c, errors.New("the checkpoint row is missing")
 	}
 	return c, nil
+}
+
+// isUniqueViolation says whether err is PostgreSQL's unique_violation.
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "23505"
 }

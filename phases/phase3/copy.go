@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
+	"math"
 	"strings"
 	"time"
 
@@ -50,6 +50,7 @@ type CopyResult struct {
 	RejectsRemapped  int64         `json:"rejects_remapped"` // rejects a new mapping could map
 	Rejects          int64         `json:"rejects"`          // jobs still unmapped at the end
 	Retries          int           `json:"retries"`
+	OnConflict       int64         `json:"on_conflict_batches,omitempty"` // batches run with ON CONFLICT DO NOTHING (see batchSQL)
 	LastID           int64         `json:"last_id"`
 	MaxID            int64         `json:"max_id"`
 	BatchP50         time.Duration `json:"batch_p50_ns"`
@@ -287,13 +288,19 @@ func copyLoop(ctx context.Context, pool *pgxpool.Pool, opts Options, cp Checkpoi
 	if err != nil {
 		return err
 	}
-	sql := batchSQL(b)
+	// The fast statement, and the one a batch falls back to when that
+	// meets an execution it did not expect (batchSQL). After a fallback the
+	// next batches keep to it, twice as many each time it happens again in
+	// a row, so that a range full of such executions costs few failed
+	// attempts.
+	fast, safe := batchSQL(b, false), batchSQL(b, true)
+	var onConflictFor, onConflictRun int // batches still to run with ON CONFLICT; their number after the last fallback
 	n := opts.BatchSize
 	if cp.BatchSize > 0 {
 		n = min(max(cp.BatchSize, opts.MinBatch), opts.MaxBatch)
 	}
 	var (
-		durations   []time.Duration
+		times       batchTimes
 		active      time.Duration // time spent copying, pauses and rate waits excluded
 		nextAllowed time.Time
 		lastLog     time.Time
@@ -312,7 +319,7 @@ func copyLoop(ctx context.Context, pool *pgxpool.Pool, opts Options, cp Checkpoi
 			lastLog = time.Now()
 		}
 	}
-	defer func() { res.BatchP50, res.BatchP99, res.BatchMax = percentiles(durations) }()
+	defer func() { res.BatchP50, res.BatchP99, res.BatchMax = times.percentiles() }()
 	for {
 		if err := ctx.Err(); err != nil {
 			res.Stopped = true
@@ -353,10 +360,25 @@ func copyLoop(ctx context.Context, pool *pgxpool.Pool, opts Options, cp Checkpoi
 		}
 
 		t0 := time.Now()
-		var bc batchCounts
+		var (
+			bc       batchCounts
+			attempt0 time.Time // the start of the attempt that succeeded
+		)
 		attempts, err := withRetries(ctx, pool, opts, "copy batch", func(ctx context.Context, tx pgx.Tx) error {
+			attempt0 = time.Now()
+			sql := fast
+			if onConflictFor > 0 {
+				sql = safe
+			}
 			var err error
 			bc, err = copyBatch(ctx, tx, sql, p.LastID, p.MaxID, size, p.Rate)
+			if err != nil && onConflictFor == 0 && isUniqueViolation(err) {
+				onConflictRun = min(max(1, 2*onConflictRun), 64)
+				onConflictFor = onConflictRun
+				opts.Logger.Warn("phase3 copy: a batch met an execution it did not expect; running it with ON CONFLICT DO NOTHING (verify will show the job)",
+					"after_id", p.LastID, "batches", onConflictFor, "err", err)
+				return fmt.Errorf("%w: %w", errRetryNow, err)
+			}
 			return err
 		})
 		res.Retries += attempts - 1
@@ -370,8 +392,14 @@ func copyLoop(ctx context.Context, pool *pgxpool.Pool, opts Options, cp Checkpoi
 			report(true)
 			return nil
 		}
+		if onConflictFor > 0 {
+			res.OnConflict++
+			onConflictFor--
+		} else {
+			onConflictRun = 0 // a fast batch went through
+		}
 		active += d
-		durations = append(durations, d)
+		times.add(d)
 		res.Batches++
 		res.RowsScanned += bc.scanned
 		res.RowsCopied += bc.copied
@@ -384,10 +412,12 @@ func copyLoop(ctx context.Context, pool *pgxpool.Pool, opts Options, cp Checkpoi
 			}
 			nextAllowed = nextAllowed.Add(time.Duration(float64(bc.scanned) / float64(rate) * float64(time.Second)))
 		}
-		// Adapt: the per-job cost of this batch, aimed at TargetBatch, moving
-		// at most 2x per batch so that one odd batch cannot swing it.
+		// Adapt: the per-job cost of this batch (of its attempt that
+		// succeeded: the retries' waits say nothing of it), aimed at
+		// TargetBatch, moving at most 2x per batch so that one odd batch
+		// cannot swing it.
 		if bc.scanned > 0 {
-			perJob := d / time.Duration(bc.scanned)
+			perJob := time.Since(attempt0) / time.Duration(bc.scanned)
 			if perJob > 0 {
 				want := int(opts.TargetBatch / perJob)
 				n = min(max(want, n/2, opts.MinBatch), 2*n, opts.MaxBatch)
@@ -423,14 +453,63 @@ func sleep(ctx context.Context, d time.Duration) {
 	}
 }
 
-func percentiles(ds []time.Duration) (p50, p99, maxD time.Duration) {
-	if len(ds) == 0 {
+// batchTimes holds the batch durations a copy reports (p50, p99, max) in
+// constant memory, however many batches it runs: counts per bucket, each
+// bucket 2% wider than the one before, from 100µs to an hour and a half,
+// and one for all longer.
+type batchTimes struct {
+	counts [batchTimeBuckets]uint32
+	n      int
+	max    time.Duration
+}
+
+const (
+	batchTimeBuckets = 900
+	batchTimeFloor   = 100 * time.Microsecond
+	batchTimeGrowth  = 1.02
+)
+
+// bucket is the first bucket whose upper bound is at least d.
+func (t *batchTimes) bucket(d time.Duration) int {
+	if d <= batchTimeFloor {
+		return 0
+	}
+	i := int(math.Ceil(math.Log(float64(d)/float64(batchTimeFloor)) / math.Log(batchTimeGrowth)))
+	return min(max(i, 0), batchTimeBuckets-1)
+}
+
+// upper is bucket i's upper bound.
+func (t *batchTimes) upper(i int) time.Duration {
+	return time.Duration(float64(batchTimeFloor) * math.Pow(batchTimeGrowth, float64(i)))
+}
+
+func (t *batchTimes) add(d time.Duration) {
+	t.counts[t.bucket(d)]++
+	t.n++
+	t.max = max(t.max, d)
+}
+
+// percentiles are the p50 and p99 (each the upper bound of its bucket, so
+// at most 2% above the exact figure and never above the maximum) and the
+// maximum.
+func (t *batchTimes) percentiles() (p50, p99, maxD time.Duration) {
+	if t.n == 0 {
 		return 0, 0, 0
 	}
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	at := func(q float64) time.Duration { return s[min(len(s)-1, int(q*float64(len(s))))] }
-	return at(0.5), at(0.99), s[len(s)-1]
+	at := func(q float64) time.Duration {
+		rank := min(t.n-1, int(q*float64(t.n))) // as in a sorted list
+		seen := 0
+		for i, c := range t.counts {
+			if seen += int(c); seen > rank {
+				if i == batchTimeBuckets-1 {
+					return t.max // the last bucket has no upper bound
+				}
+				return min(t.upper(i), t.max)
+			}
+		}
+		return t.max
+	}
+	return at(0.5), at(0.99), t.max
 }
 
 func countRejects(ctx context.Context, q querier) (int64, error) {

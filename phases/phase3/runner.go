@@ -21,6 +21,10 @@ var ErrBusy = errors.New("phase3: another phase 3 copy, repair, cutover or rollb
 // job ids it needs: it waits and tries again.
 var errBucketsBusy = errors.New("jobs ids held by application transactions")
 
+// errRetryNow is a step asking to be run again at once, differently (a
+// batch whose fast statement met an execution it did not expect).
+var errRetryNow = errors.New("retry at once")
+
 // querier is what both a pool and a transaction offer.
 type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
@@ -56,11 +60,12 @@ func runnerActive(ctx context.Context, q querier) (bool, error) {
 // the copy between batches, never in the middle of one.
 func withRetries(ctx context.Context, pool *pgxpool.Pool, opts Options, what string, fn func(ctx context.Context, tx pgx.Tx) error) (attempts int, err error) {
 	run := context.WithoutCancel(ctx)
+	setLockTimeout := fmt.Sprintf("SET LOCAL lock_timeout = %d", opts.LockTimeout.Milliseconds())
 	busySince := time.Time{}
 	conflicts := 0 // attempts lost to lock timeouts and the like, bounded by MaxAttempts
 	for attempts = 1; ; attempts++ {
 		err = pgx.BeginFunc(run, pool, func(tx pgx.Tx) error {
-			if _, err := tx.Exec(run, fmt.Sprintf("SET LOCAL lock_timeout = %d", opts.LockTimeout.Milliseconds())); err != nil {
+			if _, err := tx.Exec(run, setLockTimeout); err != nil {
 				return err
 			}
 			return fn(run, tx)
@@ -69,6 +74,10 @@ func withRetries(ctx context.Context, pool *pgxpool.Pool, opts Options, what str
 		switch {
 		case err == nil:
 			return attempts, nil
+		case errors.Is(err, errRetryNow):
+			// Asked for by fn, which changes what it does next time:
+			// not counted against MaxAttempts, nothing to wait for.
+			continue
 		case errors.Is(err, errBucketsBusy):
 			// Normal while application transactions touch these jobs:
 			// retried until BusyTimeout, not counted against MaxAttempts.
@@ -102,9 +111,7 @@ func withRetries(ctx context.Context, pool *pgxpool.Pool, opts Options, what str
 // later application write on those ids behind it.
 func lockBuckets(ctx context.Context, tx pgx.Tx, lo, hi int64) error {
 	var ok bool
-	err := tx.QueryRow(ctx, fmt.Sprintf(`SELECT bool_and(pg_try_advisory_xact_lock(%d, %s))
-		FROM generate_series($1::bigint, $2::bigint) AS b`, bucketClass, "((b & 2147483647)::int4)"),
-		lo>>bucketShift, hi>>bucketShift).Scan(&ok)
+	err := tx.QueryRow(ctx, tryLockBuckets, lo>>bucketShift, hi>>bucketShift).Scan(&ok)
 	if err != nil {
 		return err
 	}
@@ -113,6 +120,10 @@ func lockBuckets(ctx context.Context, tx pgx.Tx, lo, hi int64) error {
 	}
 	return nil
 }
+
+// tryLockBuckets tries the bucket locks $1..$2 (bucket numbers).
+var tryLockBuckets = fmt.Sprintf(`SELECT bool_and(pg_try_advisory_xact_lock(%d, (b & 2147483647)::int4))
+		FROM generate_series($1::bigint, $2::bigint) AS b`, bucketClass)
 
 func tableExists(ctx context.Context, q querier, name string) (bool, error) {
 	var ok bool

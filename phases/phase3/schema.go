@@ -27,6 +27,9 @@ const (
 	relinkFunction   = "spine_phase3_relink"
 	taskIDIndex      = "spine_phase3_ix_executions_backend_task_id"
 	metaLegacyJobIDs = "legacy_job_ids"
+	// metaLegacyJobID is the key holding the job id in every execution the
+	// mapping writes.
+	metaLegacyJobID = "legacy_job_id"
 	// metaMigrated is the metadata key every execution the mapping writes
 	// has and no other execution does: it tells a migrated execution from
 	// a native one.
