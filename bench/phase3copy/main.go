@@ -167,7 +167,11 @@ func prepare(ctx context.Context, pool *pgxpool.Pool, url string, cfg config) (w
 		return 0, err
 	}
 	defer conn.Close(ctx)
-	for _, sql := range []string{"DROP TABLE IF EXISTS executions_ref, bench_natives, execution_events, executions, jobs CASCADE"} {
+	for _, sql := range []string{
+		// A reused -database-url: phase 1 state of the previous run goes too,
+		// or phase 1 would think its work done on the new tables.
+		"DROP TABLE IF EXISTS executions_ref, bench_natives, execution_events, executions, jobs, spine_phase1_backfill, spine_schema_migrations CASCADE",
+	} {
 		if _, err := conn.Exec(ctx, sql); err != nil {
 			return 0, err
 		}

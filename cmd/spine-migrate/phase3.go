@@ -24,6 +24,7 @@ type phase3Flags struct {
 	batchSize   int
 	targetBatch time.Duration
 	maxRate     int
+	workers     int
 	chunkIDs    int64
 	parallel    int
 }
@@ -41,7 +42,7 @@ func (f *phase3Flags) registerLocks(cmd *cobra.Command) {
 // options turns the flags into phase3.Options, reading the mapping file.
 func (a *app) phase3Options(f phase3Flags) (phase3.Options, error) {
 	opts := phase3.Options{LockTimeout: f.lockTimeout, MaxAttempts: f.maxAttempts, BatchSize: f.batchSize,
-		TargetBatch: f.targetBatch, MaxRate: f.maxRate, ChunkIDs: f.chunkIDs, VerifyParallel: f.parallel, Logger: a.log}
+		TargetBatch: f.targetBatch, MaxRate: f.maxRate, CopyWorkers: f.workers, ChunkIDs: f.chunkIDs, VerifyParallel: f.parallel, Logger: a.log}
 	if f.mappingFile != "" {
 		file, err := os.Open(f.mappingFile)
 		if err != nil {
@@ -71,7 +72,8 @@ keep writing jobs.
   copy     installs triggers on jobs first (they carry every later insert, update,
            delete and truncate into executions), then copies in keyset batches up to the
            largest id seen, each committed with its checkpoint: a killed copy resumes
-           exactly. Batches adapt to --target-batch; --max-rate caps jobs/s; SIGINT
+           exactly. Batches adapt to --target-batch; --workers run side by side (and
+           commit in id order); --max-rate caps jobs/s; SIGINT
            or SIGTERM stop it after the batch in flight. Prints the plan unless --execute
   pause    pause a running copy within a second (as UPDATE spine_phase3_control
   resume   SET paused = true/false does from any connection)
@@ -185,6 +187,7 @@ func (a *app) phase3CopyCmd() *cobra.Command {
 	cmd.Flags().IntVar(&f.batchSize, "batch-size", 2000, "jobs in the first batch; later batches adapt to --target-batch")
 	cmd.Flags().DurationVar(&f.targetBatch, "target-batch", 250*time.Millisecond, "how long each batch transaction should take")
 	cmd.Flags().IntVar(&f.maxRate, "max-rate", 0, "copy at most this many jobs per second (0: no cap; spine_phase3_control.max_rate overrides it while running)")
+	cmd.Flags().IntVar(&f.workers, "workers", 2, "batches in flight at once, each on its own connection (they still commit one at a time, in id order); 1 copies one batch after the other")
 	return cmd
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -54,6 +55,15 @@ import (
 //     transaction, every execution, link and reject the jobs stood for.
 //     A batch after it finds no jobs; a job inserted after it is new to
 //     the row trigger and the copy alike.
+//  6. Batches run side by side (copyLoop) only over ranges that share no
+//     bucket, and write no row another batch writes until their turn: the
+//     executions a batch inserts or deletes are its own jobs', and the
+//     natives it links, which two batches may share, are updated only
+//     once every batch before it has committed, with the checkpoint
+//     (checkpointSQL), which moves only from where that batch starts. So
+//     batches commit in id order, the checkpoint stays one job id below
+//     which everything is copied, and a crash loses only batches not yet
+//     committed, whose ids the checkpoint still shows as to do.
 //
 // What it does not cover: a native execution gaining or losing a job's
 // Celery task id after the job was mapped (there is no trigger on
@@ -64,10 +74,14 @@ import (
 // an execution a batch committed after its snapshot; it retries it as any
 // such failure (Capture-Spine's tracker writes in READ COMMITTED).
 
-// batchSQL copies the jobs with ids in ($1, $2]: links the overlapping ones
-// to their native executions, lists the unmappable ones as rejects, inserts
-// the rest, and moves the checkpoint to $2 ($3 is the batch size, $4 the
-// rate, both recorded for status).
+// batchSQL is a batch's work on the jobs with ids in ($1, $2]: it lists
+// the unmappable ones as rejects, inserts the executions of the rest, and
+// returns the links to make from native executions to the overlapping ones
+// as pairs (native execution id, job id), for checkpointSQL to apply.
+// Nothing it writes is a row another batch writes, so batches of disjoint
+// ranges run it at the same time (copyLoop); the links, which two batches
+// can share, and the checkpoint are left to checkpointSQL, which batches
+// run one at a time, in id order.
 //
 // Almost every job is simply mapped, so the statement is built around one
 // INSERT … SELECT straight from jobs, as lean as the plain statement it is
@@ -117,20 +131,9 @@ WITH inserted AS (
     WHERE j.id > $1 AND j.id <= $2 AND j.id NOT IN (SELECT i.id FROM inserted AS i WHERE i.id IS NOT NULL)
 ), overlapping AS MATERIALIZED (
     SELECT r.id, r.spine_natives FROM rest AS r WHERE cardinality(r.spine_natives) > 0
-), links AS MATERIALIZED (
-    SELECT n.execution_id, array_agg(o.id ORDER BY o.id) AS job_ids
-    FROM overlapping AS o CROSS JOIN LATERAL unnest(o.spine_natives) AS n(execution_id)
-    GROUP BY n.execution_id
-), linked AS (
-    UPDATE executions AS e
-    SET metadata = CASE WHEN e.metadata ? '%[8]s' THEN spine_phase3_relink(e.metadata, 1, 0, l.job_ids)
-                        ELSE jsonb_set(e.metadata, '{%[8]s}', to_jsonb(l.job_ids)) END
-    FROM links AS l
-    WHERE e.execution_id = ANY (ARRAY(SELECT execution_id FROM links)) AND e.execution_id = l.execution_id
-    RETURNING 1
 ), unduplicated AS (
     DELETE FROM executions
-    WHERE execution_id = ANY (ARRAY(SELECT %[9]s FROM overlapping AS o))
+    WHERE execution_id = ANY (ARRAY(SELECT %[8]s FROM overlapping AS o))
     RETURNING 1
 ), unmapped AS MATERIALIZED (
     SELECT r.id, r.job_type, r.status FROM rest AS r WHERE cardinality(r.spine_natives) = 0 AND NOT r.spine_mapped
@@ -155,23 +158,47 @@ WITH inserted AS (
            (SELECT count(*) FROM shared) AS shared,
            (SELECT count(*) FROM overlapping) AS linked,
            (SELECT count(*) FROM unmapped) AS rejected,
-           (SELECT count(*) FROM linked) + (SELECT count(*) FROM unduplicated)
-             + (SELECT count(*) FROM rejected) + (SELECT count(*) FROM unrejected) AS touched
-), checkpoint AS (
-    UPDATE spine_phase3_copy AS cp
-    SET last_id = $2, rows_scanned = cp.rows_scanned + c.fast + c.rest, rows_copied = cp.rows_copied + c.fast + c.shared,
-        rows_linked = cp.rows_linked + c.linked, rows_rejected = cp.rows_rejected + c.rejected,
-        batches = cp.batches + 1, batch_size = $3, rate = $4, updated_at = now()
-    FROM counts AS c
-    RETURNING 1
+           (SELECT count(*) FROM unduplicated) + (SELECT count(*) FROM rejected) + (SELECT count(*) FROM unrejected) AS touched
 )
-SELECT c.fast + c.rest, c.fast + c.shared, c.linked, c.rejected, c.touched, (SELECT count(*) FROM checkpoint) FROM counts AS c`,
+SELECT c.fast + c.rest, c.fast + c.shared, c.linked, c.rejected, c.touched, l.natives, l.jobs
+FROM counts AS c,
+     (SELECT array_agg(n.execution_id::text) AS natives, array_agg(o.id) AS jobs
+      FROM overlapping AS o CROSS JOIN LATERAL unnest(o.spine_natives) AS n(execution_id)) AS l`,
 		columnList(b.Columns), b.Select, mappedSQL("j"), capturespine.JobExecutionIDSQL("j.id"), conflict,
-		metaLegacyJobID, nativesSQL("j"), metaLegacyJobIDs, capturespine.JobExecutionIDSQL("o.id"))
+		metaLegacyJobID, nativesSQL("j"), capturespine.JobExecutionIDSQL("o.id"))
 }
 
+// checkpointSQL ends a batch, once every batch before it has committed:
+// it links the native executions $1 to the jobs $2 (pairs, as batchSQL
+// returns them; linking is a set union, so it composes with what the
+// trigger and other batches linked), and moves the checkpoint from $3 to
+// $4 with the batch's counts ($5 scanned, $6 copied, $7 linked, $8
+// rejected; $9 the batch size and $10 the rate, recorded for status). It
+// returns no row unless the checkpoint stood at $3: a batch after a gap in
+// the ids never commits.
+const checkpointSQL = `
+WITH links AS MATERIALIZED (
+    SELECT p.execution_id::uuid AS execution_id, array_agg(p.job_id ORDER BY p.job_id) AS job_ids
+    FROM unnest($1::text[], $2::bigint[]) AS p(execution_id, job_id)
+    GROUP BY p.execution_id
+), linked AS (
+    UPDATE executions AS e
+    SET metadata = CASE WHEN e.metadata ? 'legacy_job_ids' THEN spine_phase3_relink(e.metadata, 1, 0, l.job_ids)
+                        ELSE jsonb_set(e.metadata, '{legacy_job_ids}', to_jsonb(l.job_ids)) END
+    FROM links AS l
+    WHERE e.execution_id = ANY (ARRAY(SELECT execution_id FROM links)) AND e.execution_id = l.execution_id
+    RETURNING 1
+)
+UPDATE spine_phase3_copy AS cp
+SET last_id = $4, rows_scanned = cp.rows_scanned + $5, rows_copied = cp.rows_copied + $6,
+    rows_linked = cp.rows_linked + $7, rows_rejected = cp.rows_rejected + $8,
+    batches = cp.batches + 1, batch_size = $9, rate = $10, updated_at = now()
+WHERE cp.last_id = $3
+RETURNING (SELECT count(*) FROM linked)`
+
 // batchSettings are a batch's: a plan for its actual ids (a generic plan
-// could misjudge the range), and no JIT, whose compile time dwarfs a batch.
+// would be sized for no ids in particular), and no JIT compilation, which
+// costs more than it saves on batches this size.
 const batchSettings = "SET LOCAL plan_cache_mode = force_custom_plan; SET LOCAL jit = off"
 
 // selectBatchRange finds the next batch: its first job id after $1 and the
@@ -180,48 +207,82 @@ const selectBatchRange = `
 SELECT (SELECT id FROM jobs WHERE id > $1 AND id <= $2 ORDER BY id LIMIT 1),
        (SELECT id FROM jobs WHERE id > $1 AND id <= $2 ORDER BY id OFFSET $3 LIMIT 1)`
 
-// batchCounts is what one batch did.
-type batchCounts struct {
-	first, hi                         int64
-	scanned, copied, linked, rejected int64
-	done                              bool
+// batchRange is the job ids (lo, hi] of one batch; first is the first id
+// in it that existed when the range was chosen.
+type batchRange struct {
+	lo, first, hi int64
 }
 
-// copyBatch runs one batch of about n jobs after last, up to maxID, in tx,
-// with sql, one of the two renderings of batchSQL.
-func copyBatch(ctx context.Context, tx pgx.Tx, sql string, last, maxID int64, n int, rate float64) (batchCounts, error) {
+func (r batchRange) firstBucket() int64 { return r.first >> bucketShift }
+func (r batchRange) lastBucket() int64  { return r.hi >> bucketShift }
+
+// nextRange is the batch after last: about n jobs, up to maxID, never more
+// than maxBucketsPerBatch buckets, and ending at the end of a bucket when
+// it spans one, so that the next batch shares no bucket with it and can
+// run at the same time (copyLoop). ok is false when no job is left.
+func nextRange(ctx context.Context, q querier, last, maxID int64, n int) (r batchRange, ok bool, err error) {
+	var first, hi *int64
+	if err := q.QueryRow(ctx, selectBatchRange, last, maxID, max(n, 1)-1).Scan(&first, &hi); err != nil {
+		return r, false, fmt.Errorf("find the next ids: %w", err)
+	}
+	if first == nil {
+		return r, false, nil
+	}
+	r = batchRange{lo: last, first: *first, hi: maxID}
+	if hi != nil {
+		r.hi = *hi
+	}
+	if b := r.first >> bucketShift; b < math.MaxInt64>>bucketShift-maxBucketsPerBatch {
+		r.hi = min(r.hi, (b+maxBucketsPerBatch)<<bucketShift-1)
+	}
+	// Back to the end of the last whole bucket, when that still leaves
+	// the batch its first job.
+	if end := (r.hi+1)>>bucketShift<<bucketShift - 1; end >= r.first && end < r.hi {
+		r.hi = end
+	}
+	return r, true, nil
+}
+
+// batchCounts is what one batch did.
+type batchCounts struct {
+	scanned, copied, linked, rejected int64
+	work                              time.Duration // its two statements, waits excluded
+}
+
+// copyBatch runs one batch over r in tx with sql (one of the two
+// renderings of batchSQL): the bucket locks, the work, then, once turn
+// says every batch before it has committed, the links and the checkpoint.
+// n and rate are recorded for status.
+func copyBatch(ctx context.Context, tx pgx.Tx, sql string, r batchRange, n int, rate float64, turn func() error) (batchCounts, error) {
 	var c batchCounts
 	if _, err := tx.Exec(ctx, batchSettings); err != nil {
 		return c, err
 	}
-	var first, hi *int64
-	if err := tx.QueryRow(ctx, selectBatchRange, last, maxID, n-1).Scan(&first, &hi); err != nil {
-		return c, fmt.Errorf("find the next ids: %w", err)
-	}
-	if first == nil {
-		c.done = true
-		_, err := tx.Exec(ctx, `UPDATE spine_phase3_copy SET last_id = max_id, finished_at = now(), updated_at = now()`)
+	if err := lockBuckets(ctx, tx, r.first, r.hi); err != nil {
 		return c, err
 	}
-	c.first, c.hi = *first, maxID
-	if hi != nil {
-		c.hi = *hi
-	}
-	if b := c.first >> bucketShift; b < math.MaxInt64>>bucketShift-maxBucketsPerBatch {
-		c.hi = min(c.hi, (b+maxBucketsPerBatch)<<bucketShift-1)
-	}
-	if err := lockBuckets(ctx, tx, c.first, c.hi); err != nil {
-		return c, err
-	}
-	var touched, checkpointed int64
-	err := tx.QueryRow(ctx, sql, c.first-1, c.hi, n, rate).Scan(&c.scanned, &c.copied, &c.linked, &c.rejected, &touched, &checkpointed)
+	t0 := time.Now()
+	var (
+		touched int64
+		natives []string
+		jobs    []int64
+	)
+	err := tx.QueryRow(ctx, sql, r.lo, r.hi).Scan(&c.scanned, &c.copied, &c.linked, &c.rejected, &touched, &natives, &jobs)
 	if err != nil {
 		return c, err
 	}
-	if checkpointed != 1 {
-		return c, errors.New("the checkpoint row is missing")
+	c.work = time.Since(t0)
+	if err := turn(); err != nil {
+		return c, err
 	}
-	return c, nil
+	t0 = time.Now()
+	var links int64
+	err = tx.QueryRow(ctx, checkpointSQL, natives, jobs, r.lo, r.hi, c.scanned, c.copied, c.linked, c.rejected, n, rate).Scan(&links)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, fmt.Errorf("the checkpoint is not at job id %d, where this batch starts", r.lo)
+	}
+	c.work += time.Since(t0)
+	return c, err
 }
 
 // isUniqueViolation says whether err is PostgreSQL's unique_violation.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -51,6 +52,7 @@ type CopyResult struct {
 	Rejects          int64         `json:"rejects"`          // jobs still unmapped at the end
 	Retries          int           `json:"retries"`
 	OnConflict       int64         `json:"on_conflict_batches,omitempty"` // batches run with ON CONFLICT DO NOTHING (see batchSQL)
+	Overlapped       int64         `json:"batches_overlapped"`            // batches started while another was in flight
 	LastID           int64         `json:"last_id"`
 	MaxID            int64         `json:"max_id"`
 	BatchP50         time.Duration `json:"batch_p50_ns"`
@@ -277,6 +279,16 @@ func readControl(ctx context.Context, q querier) (control, error) {
 // row, so a flip takes effect well within a second.
 const pollEvery = 200 * time.Millisecond
 
+// copyLoop copies batch after batch from the checkpoint to the bound.
+//
+// It keeps up to CopyWorkers batches in flight, each in its own
+// transaction over the next range of ids (nextRange ends each at a bucket
+// boundary, so no two share a bucket lock). A batch does its work as soon
+// as it starts, then waits until the batch before it has committed before
+// it links and moves the checkpoint (copyBatch): batches commit one at a
+// time, in id order, so the checkpoint always says exactly which ids are
+// done, and a crash loses only uncommitted batches, which the next run
+// copies again. A batch whose predecessor failed rolls back.
 func copyLoop(ctx context.Context, pool *pgxpool.Pool, opts Options, cp Checkpoint, res *CopyResult) error {
 	res.MaxID, res.LastID = cp.MaxID, cp.LastID
 	if cp.FinishedAt != nil {
@@ -289,19 +301,17 @@ func copyLoop(ctx context.Context, pool *pgxpool.Pool, opts Options, cp Checkpoi
 		return err
 	}
 	// The fast statement, and the one a batch falls back to when that
-	// meets an execution it did not expect (batchSQL). After a fallback the
-	// next batches keep to it, twice as many each time it happens again in
-	// a row, so that a range full of such executions costs few failed
-	// attempts.
+	// meets an execution it did not expect (batchSQL).
 	fast, safe := batchSQL(b, false), batchSQL(b, true)
-	var onConflictFor, onConflictRun int // batches still to run with ON CONFLICT; their number after the last fallback
+	var fb fallback
 	n := opts.BatchSize
 	if cp.BatchSize > 0 {
 		n = min(max(cp.BatchSize, opts.MinBatch), opts.MaxBatch)
 	}
 	var (
 		times       batchTimes
-		active      time.Duration // time spent copying, pauses and rate waits excluded
+		begun       = time.Now()
+		rateWaits   time.Duration // time spent holding back for MaxRate
 		nextAllowed time.Time
 		lastLog     time.Time
 		wasPaused   bool
@@ -320,14 +330,154 @@ func copyLoop(ctx context.Context, pool *pgxpool.Pool, opts Options, cp Checkpoi
 		}
 	}
 	defer func() { res.BatchP50, res.BatchP99, res.BatchMax = times.percentiles() }()
+
+	var (
+		// A batch holds its connection while it waits for its turn, and
+		// the loop needs one of its own.
+		workers  = max(1, min(opts.CopyWorkers, int(pool.Config().MaxConns)-1))
+		results  = make(chan batchOutcome, workers) // never full: at most workers in flight
+		inflight int
+		last     *batchTurn // the batch dispatched last
+		cursor   = cp.LastID
+		pending  *batchRange
+		failure  error
+		seq      int64
+	)
+	// take records a batch that ended; outcomes arrive in commit order.
+	take := func(o batchOutcome) {
+		inflight--
+		res.Retries += o.attempts - 1
+		if o.err != nil {
+			// The first failure is the cause; the batches after it only
+			// rolled back. A batch cut short by a stop is no failure.
+			stopped := ctx.Err() != nil && errors.Is(o.err, ctx.Err())
+			if failure == nil && !stopped && !errors.Is(o.err, errPredecessorFailed) {
+				failure = fmt.Errorf("phase3 copy: batch %d (ids %d..%d): %w", cp.Batches+res.Batches+1, o.r.lo+1, o.r.hi, o.err)
+			}
+			return
+		}
+		if o.safe {
+			res.OnConflict++
+		}
+		bc := o.counts
+		times.add(o.elapsed)
+		res.Batches++
+		res.RowsScanned += bc.scanned
+		res.RowsCopied += bc.copied
+		res.RowsLinked += bc.linked
+		res.RowsRejected += bc.rejected
+		res.LastID = o.r.hi
+		// Adapt: the per-job cost of this batch (its statements only:
+		// retries and the wait for its turn say nothing of it), aimed at
+		// TargetBatch, moving at most 2x per batch so that one odd batch
+		// cannot swing it.
+		if bc.scanned > 0 {
+			if perJob := bc.work / time.Duration(bc.scanned); perJob > 0 {
+				want := int(opts.TargetBatch / perJob)
+				n = min(max(want, n/2, opts.MinBatch), 2*n, opts.MaxBatch)
+			}
+		}
+		p.Scanned += bc.scanned
+		p.Copied += bc.copied
+		p.Linked += bc.linked
+		p.Rejected += bc.rejected
+		p.LastID, p.BatchSize = o.r.hi, n
+		if secs := (time.Since(begun) - res.Paused - rateWaits).Seconds(); secs > 0 {
+			p.Rate = float64(res.RowsScanned) / secs
+			if p.Rate > 0 && p.Total > p.Scanned {
+				eff := p.Rate
+				if p.MaxRate > 0 {
+					eff = min(eff, float64(p.MaxRate))
+				}
+				p.ETA = time.Duration(float64(p.Total-p.Scanned) / eff * float64(time.Second))
+			} else {
+				p.ETA = 0
+			}
+		}
+		report(false)
+	}
+	// await takes the next outcome, or returns after d (d > 0) or on ctx.
+	await := func(d time.Duration) {
+		var timeout <-chan time.Time
+		if d > 0 {
+			t := time.NewTimer(d)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case o := <-results:
+			take(o)
+		case <-timeout:
+		case <-ctx.Done():
+		}
+	}
+	dispatch := func(r batchRange, size int, rate float64) {
+		seq++
+		mySeq, before, own := seq, last, &batchTurn{done: make(chan struct{}), lastBucket: r.lastBucket()}
+		last, cursor = own, r.hi
+		if inflight > 0 {
+			res.Overlapped++
+		}
+		inflight++
+		go func() {
+			o := batchOutcome{r: r}
+			t0 := time.Now()
+			useSafe := fb.useSafe(mySeq)
+			o.attempts, o.err = withRetries(ctx, pool, opts, "copy batch", func(ctx context.Context, tx pgx.Tx) error {
+				sql := fast
+				if useSafe {
+					sql = safe
+				}
+				bc, err := copyBatch(ctx, tx, sql, r, size, rate, func() error { return before.wait(opts.turnWait()) })
+				if err != nil && !useSafe && isUniqueViolation(err) {
+					useSafe = true
+					fb.fellBack(mySeq)
+					opts.Logger.Warn("phase3 copy: a batch met an execution it did not expect; running it with ON CONFLICT DO NOTHING (verify will show the job)",
+						"ids", fmt.Sprintf("%d..%d", r.lo+1, r.hi), "err", err)
+					return fmt.Errorf("%w: %w", errRetryNow, err)
+				}
+				o.counts = bc
+				return err
+			})
+			o.safe, o.elapsed = useSafe, time.Since(t0)
+			if o.err == nil && !useSafe {
+				fb.wentThrough()
+			}
+			results <- o // before done: outcomes arrive in commit order
+			own.ok = o.err == nil
+			close(own.done)
+		}()
+	}
+
 	for {
-		if err := ctx.Err(); err != nil {
+		for drained := false; !drained; {
+			select {
+			case o := <-results:
+				take(o)
+			default:
+				drained = true
+			}
+		}
+		if failure != nil || ctx.Err() != nil {
+			for inflight > 0 {
+				take(<-results)
+			}
+			if failure != nil {
+				return failure
+			}
 			res.Stopped = true
-			return fmt.Errorf("phase3 copy: stopped after batch %d at job id %d (run copy again to resume): %w", cp.Batches+res.Batches, p.LastID, err)
+			return fmt.Errorf("phase3 copy: stopped after batch %d at job id %d (run copy again to resume): %w", cp.Batches+res.Batches, p.LastID, ctx.Err())
+		}
+		if inflight == workers {
+			take(<-results)
+			continue
 		}
 		c, err := readControl(ctx, pool)
 		if err != nil {
-			return fmt.Errorf("phase3 copy: read %s: %w", ControlTable, err)
+			if ctx.Err() == nil {
+				failure = fmt.Errorf("phase3 copy: read %s: %w", ControlTable, err)
+			}
+			continue
 		}
 		if c.paused {
 			if !wasPaused {
@@ -336,7 +486,7 @@ func copyLoop(ctx context.Context, pool *pgxpool.Pool, opts Options, cp Checkpoi
 				report(true)
 			}
 			t0 := time.Now()
-			sleep(ctx, pollEvery)
+			await(pollEvery)
 			res.Paused += time.Since(t0)
 			continue
 		}
@@ -354,94 +504,152 @@ func copyLoop(ctx context.Context, pool *pgxpool.Pool, opts Options, cp Checkpoi
 		if rate > 0 {
 			size = min(size, max(opts.MinBatch, int(float64(rate)*opts.TargetBatch.Seconds())))
 			if wait := time.Until(nextAllowed); wait > 0 {
-				sleep(ctx, min(wait, pollEvery))
+				t0 := time.Now()
+				await(min(wait, pollEvery))
+				rateWaits += time.Since(t0)
 				continue
 			}
 		}
-
-		t0 := time.Now()
-		var (
-			bc       batchCounts
-			attempt0 time.Time // the start of the attempt that succeeded
-		)
-		attempts, err := withRetries(ctx, pool, opts, "copy batch", func(ctx context.Context, tx pgx.Tx) error {
-			attempt0 = time.Now()
-			sql := fast
-			if onConflictFor > 0 {
-				sql = safe
-			}
-			var err error
-			bc, err = copyBatch(ctx, tx, sql, p.LastID, p.MaxID, size, p.Rate)
-			if err != nil && onConflictFor == 0 && isUniqueViolation(err) {
-				onConflictRun = min(max(1, 2*onConflictRun), 64)
-				onConflictFor = onConflictRun
-				opts.Logger.Warn("phase3 copy: a batch met an execution it did not expect; running it with ON CONFLICT DO NOTHING (verify will show the job)",
-					"after_id", p.LastID, "batches", onConflictFor, "err", err)
-				return fmt.Errorf("%w: %w", errRetryNow, err)
-			}
-			return err
-		})
-		res.Retries += attempts - 1
-		if err != nil {
-			return fmt.Errorf("phase3 copy: batch %d (ids after %d): %w", cp.Batches+res.Batches+1, p.LastID, err)
-		}
-		d := time.Since(t0)
-		if bc.done {
-			p.Done, p.LastID, p.ETA = true, p.MaxID, 0
-			res.LastID = p.MaxID
-			report(true)
-			return nil
-		}
-		if onConflictFor > 0 {
-			res.OnConflict++
-			onConflictFor--
-		} else {
-			onConflictRun = 0 // a fast batch went through
-		}
-		active += d
-		times.add(d)
-		res.Batches++
-		res.RowsScanned += bc.scanned
-		res.RowsCopied += bc.copied
-		res.RowsLinked += bc.linked
-		res.RowsRejected += bc.rejected
-		res.LastID = bc.hi
-		if rate > 0 {
-			if nextAllowed.IsZero() || nextAllowed.Before(t0) {
-				nextAllowed = t0
-			}
-			nextAllowed = nextAllowed.Add(time.Duration(float64(bc.scanned) / float64(rate) * float64(time.Second)))
-		}
-		// Adapt: the per-job cost of this batch (of its attempt that
-		// succeeded: the retries' waits say nothing of it), aimed at
-		// TargetBatch, moving at most 2x per batch so that one odd batch
-		// cannot swing it.
-		if bc.scanned > 0 {
-			perJob := time.Since(attempt0) / time.Duration(bc.scanned)
-			if perJob > 0 {
-				want := int(opts.TargetBatch / perJob)
-				n = min(max(want, n/2, opts.MinBatch), 2*n, opts.MaxBatch)
-			}
-		}
-		p.Scanned += bc.scanned
-		p.Copied += bc.copied
-		p.Linked += bc.linked
-		p.Rejected += bc.rejected
-		p.LastID, p.BatchSize = bc.hi, n
-		if secs := active.Seconds(); secs > 0 {
-			p.Rate = float64(res.RowsScanned) / secs
-			if p.Rate > 0 && p.Total > p.Scanned {
-				eff := p.Rate
-				if rate > 0 {
-					eff = min(eff, float64(rate))
+		if pending == nil {
+			r, ok, err := nextRange(ctx, pool, cursor, p.MaxID, size)
+			if err != nil {
+				if ctx.Err() == nil {
+					failure = fmt.Errorf("phase3 copy: after job id %d: %w", cursor, err)
 				}
-				p.ETA = time.Duration(float64(p.Total-p.Scanned) / eff * float64(time.Second))
-			} else {
-				p.ETA = 0
+				continue
 			}
+			if !ok {
+				for inflight > 0 {
+					take(<-results)
+				}
+				if failure != nil {
+					return failure
+				}
+				return finishCopy(ctx, pool, opts, cursor, &p, res, report)
+			}
+			pending = &r
 		}
-		report(false)
+		// A range that shares a bucket with the batch before it (one that
+		// ended mid-bucket) waits until that batch has committed.
+		if last != nil && !last.ended() && pending.firstBucket() == last.lastBucket {
+			await(0)
+			continue
+		}
+		dispatch(*pending, size, p.Rate)
+		pending = nil
+		if rate > 0 {
+			// Paced by the most the range can hold, so the cap holds.
+			if now := time.Now(); nextAllowed.Before(now) {
+				nextAllowed = now
+			}
+			nextAllowed = nextAllowed.Add(time.Duration(float64(size) / float64(rate) * float64(time.Second)))
+		}
 	}
+}
+
+// finishCopy marks the copy finished once every id up to the bound is
+// copied (the checkpoint at last).
+func finishCopy(ctx context.Context, pool *pgxpool.Pool, opts Options, last int64, p *Progress, res *CopyResult, report func(bool)) error {
+	attempts, err := withRetries(ctx, pool, opts, "finish the copy", func(ctx context.Context, tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE spine_phase3_copy SET last_id = max_id, finished_at = now(), updated_at = now() WHERE last_id = $1`, last)
+		if err == nil && tag.RowsAffected() != 1 {
+			err = fmt.Errorf("the checkpoint is not at job id %d, where the last batch ended", last)
+		}
+		return err
+	})
+	res.Retries += attempts - 1
+	if err != nil {
+		return fmt.Errorf("phase3 copy: finish: %w", err)
+	}
+	p.Done, p.LastID, p.ETA = true, p.MaxID, 0
+	res.LastID = p.MaxID
+	report(true)
+	return nil
+}
+
+// batchTurn tells the batch after this one when this one has ended: done
+// is closed once it committed (ok) or gave up.
+type batchTurn struct {
+	done       chan struct{}
+	ok         bool
+	lastBucket int64
+}
+
+// errPredecessorFailed is a batch's answer when the batch before it gave
+// up: committing would move the checkpoint past ids nobody copied.
+var errPredecessorFailed = errors.New("the batch before this one failed")
+
+// wait waits, at most d, for t (the batch before; nil for none) to end.
+// Waiting longer would hold this batch's bucket locks (and with them the
+// application's writes to its ids) for the sake of a batch that is itself
+// waiting, perhaps on those writes: the batch rolls back and tries again
+// instead, as when its ids are busy.
+func (t *batchTurn) wait(d time.Duration) error {
+	if t == nil {
+		return nil
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-t.done:
+		if !t.ok {
+			return errPredecessorFailed
+		}
+		return nil
+	case <-timer.C:
+		return fmt.Errorf("%w: the batch before it did not commit within %s", errBucketsBusy, d)
+	}
+}
+
+func (t *batchTurn) ended() bool {
+	select {
+	case <-t.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// turnWait is how long a batch waits for the batch before it to commit.
+func (o Options) turnWait() time.Duration { return max(o.LockTimeout, 4*o.TargetBatch) }
+
+// batchOutcome is what a batch reports when it has ended.
+type batchOutcome struct {
+	r        batchRange
+	counts   batchCounts
+	attempts int
+	safe     bool          // it ran with ON CONFLICT DO NOTHING
+	elapsed  time.Duration // from its start to its commit, retries and waits included
+	err      error
+}
+
+// fallback is which batches run with ON CONFLICT DO NOTHING: after a
+// batch falls back, the next ones keep to it, twice as many each time it
+// happens again in a row, so that a range full of executions phase 3 did
+// not expect costs few failed attempts.
+type fallback struct {
+	mu    sync.Mutex
+	run   int   // batches in the current run of fallbacks
+	until int64 // batches up to this sequence number run with ON CONFLICT
+}
+
+func (f *fallback) useSafe(seq int64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return seq <= f.until
+}
+
+func (f *fallback) fellBack(seq int64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.run = min(max(1, 2*f.run), 64)
+	f.until = max(f.until, seq+int64(f.run)-1)
+}
+
+func (f *fallback) wentThrough() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.run = 0
 }
 
 func sleep(ctx context.Context, d time.Duration) {

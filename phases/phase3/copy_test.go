@@ -223,3 +223,39 @@ func TestCopyWhileTheApplicationWrites(t *testing.T) {
 		t.Errorf("verify %+v, oracle %s", r, o)
 	}
 }
+
+// Batches run side by side on several connections (over ranges of ids in
+// separate buckets) while the application writes, and commit in id order:
+// the result is the mapping of the final jobs, row for row, and verify
+// finds nothing.
+func TestParallelCopyWhileTheApplicationWrites(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const spread = 40
+	b.spreadIDs(4, spread)
+	w := startSpreadWriter(t, b.url, 400, 3, spread)
+	time.Sleep(200 * time.Millisecond)
+	opts := b.opts
+	opts.CopyWorkers, opts.TargetBatch = 4, 20*time.Millisecond
+	before := w.writes.Load()
+	t0 := time.Now()
+	res, err := phase3.Copy(b.ctx, b.pool, opts)
+	during, secs := w.writes.Load()-before, time.Since(t0).Seconds()
+	time.Sleep(300 * time.Millisecond)
+	if errs := w.Stop(); len(errs) > 0 {
+		t.Fatalf("the application's writes failed %d times during the copy, first: %v", len(errs), errs[0])
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("copy: %d batches (%d started beside another), %d jobs in %.1fs while the application wrote %d rows; %d retries",
+		res.Batches, res.Overlapped, res.RowsScanned, secs, during, res.Retries)
+	if res.Overlapped < res.Batches/4 || during < 100 {
+		t.Fatalf("%d of %d batches overlapped another, %d writes during the copy: the test proved little", res.Overlapped, res.Batches, during)
+	}
+	o := b.checkAgainstGo(capturespine.DefaultJobMapping())
+	r := b.verifyOK()
+	if r.ExpectedExecutions != int64(o.Migrated) {
+		t.Errorf("verify %+v, oracle %s", r, o)
+	}
+}

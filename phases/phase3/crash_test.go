@@ -28,12 +28,15 @@ var crashes = flag.Int("phase3.crashes", 3, "SIGKILL the copy this many times in
 const (
 	crashChildEnv = "SPINE_PHASE3_CRASH_CHILD_URL"
 	crashRateEnv  = "SPINE_PHASE3_CRASH_CHILD_RATE"
+	// crashWorkersEnv is the child's CopyWorkers.
+	crashWorkersEnv = "SPINE_PHASE3_CRASH_CHILD_WORKERS"
 )
 
 // crashChild is the test binary re-run as the copy to kill: it copies and
 // exits, unless killed first.
 func crashChild(url string) int {
 	rate, _ := strconv.Atoi(os.Getenv(crashRateEnv))
+	workers, _ := strconv.Atoi(os.Getenv(crashWorkersEnv))
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, url)
 	if err != nil {
@@ -42,7 +45,7 @@ func crashChild(url string) int {
 	}
 	defer pool.Close()
 	_, err = phase3.Copy(ctx, pool, phase3.Options{Logger: slog.New(slog.DiscardHandler),
-		BatchSize: 50, TargetBatch: 20 * time.Millisecond, MaxRate: rate})
+		BatchSize: 50, TargetBatch: 20 * time.Millisecond, MaxRate: rate, CopyWorkers: workers})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -57,25 +60,41 @@ func crashChild(url string) int {
 // of the final jobs, with no duplicate and no missing row.
 func TestCopySurvivesSIGKILL(t *testing.T) {
 	t.Parallel()
+	testCopySurvivesSIGKILL(t, false)
+}
+
+// The same with batches side by side: four workers over 30,000 jobs
+// spread across many buckets, no rate cap, so kills land while several
+// batches are in flight, some done and waiting for their turn to commit.
+func TestParallelCopySurvivesSIGKILL(t *testing.T) {
+	t.Parallel()
+	testCopySurvivesSIGKILL(t, true)
+}
+
+func testCopySurvivesSIGKILL(t *testing.T, parallel bool) {
 	b := setup(t)
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := startWriter(t, b.url, 150, 2)
+	rate, workers, spread, within := max(300, 4000 / *crashes), 1, int64(1), 1300
+	if parallel {
+		rate, workers, spread, within = 0, 4, 30, 500
+		b.spreadIDs(9, spread)
+	}
+	w := startSpreadWriter(t, b.url, 150, 2, spread)
 	r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 3))
-	rate := max(300, 4000 / *crashes)
 	var last int64 = -1 << 62
 	midCopy := 0
 	for i := range *crashes {
 		cmd := exec.Command(exe, "-test.run=^$")
-		cmd.Env = append(os.Environ(), crashChildEnv+"="+b.url, crashRateEnv+"="+strconv.Itoa(rate))
+		cmd.Env = append(os.Environ(), crashChildEnv+"="+b.url, crashRateEnv+"="+strconv.Itoa(rate), crashWorkersEnv+"="+strconv.Itoa(workers))
 		var out bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		delay := time.Duration(50+r.IntN(1300)) * time.Millisecond
+		delay := time.Duration(50+r.IntN(within)) * time.Millisecond
 		time.Sleep(delay)
 		_ = cmd.Process.Kill() // SIGKILL
 		err := cmd.Wait()

@@ -53,6 +53,20 @@ func setup(t *testing.T) *bundle {
 	return b
 }
 
+// spreadIDs gives the seeded jobs times copies of themselves (same values,
+// Celery task ids included, so more of them share one), then multiplies
+// every id by spread, before phase 3 has touched jobs: a table spanning
+// many of the copy's id buckets, so that its batches run side by side.
+func (b *bundle) spreadIDs(times int, spread int64) {
+	b.t.Helper()
+	b.exec(`INSERT INTO jobs (job_type, status, celery_task_id, user_id, queue, payload, result, error_message, progress, attempts, created_at, started_at, finished_at, updated_at)
+		SELECT job_type, status, celery_task_id, user_id, queue, payload, result, error_message, progress, attempts, created_at, started_at, finished_at, updated_at
+		FROM jobs CROSS JOIN generate_series(1, $1) WHERE id < 1000000 ORDER BY id`, times)
+	b.exec(`UPDATE jobs SET id = -id WHERE id > 0 AND id < 1000000`) // two steps: no id meets one it will become
+	b.exec(`UPDATE jobs SET id = -id * $1 WHERE id < 0`, spread)
+	b.exec(`SELECT setval(pg_get_serial_sequence('jobs', 'id'), (SELECT max(id) FROM jobs WHERE id < 1000000 * $1::bigint))`, spread)
+}
+
 func (b *bundle) exec(sql string, args ...any) {
 	b.t.Helper()
 	if _, err := b.pool.Exec(b.ctx, sql, args...); err != nil {

@@ -31,6 +31,12 @@ type Options struct {
 	// to a job being copied waits little and a pause takes effect within a
 	// second. Default 250ms.
 	TargetBatch time.Duration
+	// CopyWorkers is how many batches the copy runs at once, each on its
+	// own connection, over ranges of job ids that share no bucket: one
+	// batch keeps one PostgreSQL backend, so one core, busy. Batches still
+	// commit one at a time, in id order, so the checkpoint stays a single
+	// job id. Default 2; 1 copies one batch after the other.
+	CopyWorkers int
 	// MaxRate caps the copy at this many jobs per second; 0 means no cap.
 	// The control row's max_rate, when not 0, overrides it while the copy runs.
 	MaxRate int
@@ -82,6 +88,9 @@ func (o Options) withDefaults() Options {
 	o.BatchSize = min(max(o.BatchSize, o.MinBatch), o.MaxBatch)
 	if o.TargetBatch <= 0 {
 		o.TargetBatch = 250 * time.Millisecond
+	}
+	if o.CopyWorkers <= 0 {
+		o.CopyWorkers = 2
 	}
 	if o.BusyTimeout <= 0 {
 		o.BusyTimeout = 2 * time.Minute

@@ -398,7 +398,7 @@ func (p *Plan) planSteps(ctx context.Context, q querier, opts Options) error {
 		Lock: fmt.Sprintf("no lock on jobs rows; each batch briefly excludes application writes to the uncopied ids of the %d-id buckets it copies (batches of about %s)", 1<<bucketShift, opts.TargetBatch),
 		Estimate: fmt.Sprintf("about %s (the mapping ran at %.0f jobs/s over a %d-job sample, read-only; writing costs about %.0fx that)",
 			p.Estimate.Round(time.Second), p.Sample.RowsPerSecond, p.Sample.Rows, copyCostFactor),
-		SQL: strings.TrimSpace(batchSQL(b, false))})
+		SQL: strings.TrimSpace(batchSQL(b, false)) + ";\n" + strings.TrimSpace(checkpointSQL)})
 	return nil
 }
 

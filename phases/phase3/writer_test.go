@@ -27,15 +27,23 @@ type jobWriter struct {
 	stop    chan struct{}
 	done    sync.WaitGroup
 	natives []string // task ids of native executions
+	spread  int64    // the jobs' ids are multiples of spread (spreadIDs)
 }
 
 func startWriter(t *testing.T, url string, rate int, seedN uint64) *jobWriter {
+	t.Helper()
+	return startSpreadWriter(t, url, rate, seedN, 1)
+}
+
+// startSpreadWriter is startWriter for jobs whose ids spreadIDs multiplied
+// by spread: the rows it updates and deletes are mostly ones that exist.
+func startSpreadWriter(t *testing.T, url string, rate int, seedN uint64, spread int64) *jobWriter {
 	t.Helper()
 	pool, err := pgxpool.New(context.Background(), url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &jobWriter{pool: pool, stop: make(chan struct{})}
+	w := &jobWriter{pool: pool, stop: make(chan struct{}), spread: spread}
 	rows, err := pool.Query(context.Background(), "SELECT backend_task_id FROM executions WHERE backend_task_id IS NOT NULL ORDER BY 1 LIMIT 50")
 	if err == nil {
 		w.natives, err = pgx.CollectRows(rows, pgx.RowTo[string])
@@ -55,6 +63,7 @@ func (w *jobWriter) run(rate int, seedN uint64) {
 	r := rand.New(rand.NewPCG(seedN, 99))
 	var maxID int64
 	_ = w.pool.QueryRow(ctx, "SELECT max(id) FROM jobs WHERE id < 1000000").Scan(&maxID)
+	maxID = max(1, maxID/w.spread)
 	tick := time.NewTicker(time.Second / time.Duration(rate))
 	defer tick.Stop()
 	for {
@@ -72,14 +81,14 @@ func (w *jobWriter) run(rate int, seedN uint64) {
 			n, err = w.update(ctx, r, maxID)
 		case op < 18:
 			var tag interface{ RowsAffected() int64 }
-			tag, err = w.pool.Exec(ctx, "DELETE FROM jobs WHERE id = $1", 1+r.Int64N(maxID))
+			tag, err = w.pool.Exec(ctx, "DELETE FROM jobs WHERE id = $1", w.pick(r, maxID))
 			if err == nil {
 				n = tag.RowsAffected()
 			}
 		default: // a task's bookkeeping: several rows in one transaction
 			err = pgx.BeginFunc(ctx, w.pool, func(tx pgx.Tx) error {
 				for range 3 {
-					if _, err := tx.Exec(ctx, "UPDATE jobs SET progress = $2, updated_at = now() WHERE id = $1", 1+r.Int64N(maxID), r.IntN(101)); err != nil {
+					if _, err := tx.Exec(ctx, "UPDATE jobs SET progress = $2, updated_at = now() WHERE id = $1", w.pick(r, maxID), r.IntN(101)); err != nil {
 						return err
 					}
 				}
@@ -96,6 +105,9 @@ func (w *jobWriter) run(rate int, seedN uint64) {
 		w.writes.Add(n)
 	}
 }
+
+// pick is the id of a job the seed wrote (or, now and then, deleted).
+func (w *jobWriter) pick(r *rand.Rand, maxID int64) int64 { return (1 + r.Int64N(maxID)) * w.spread }
 
 func (w *jobWriter) taskID(r *rand.Rand) any {
 	switch r.IntN(5) {
@@ -121,7 +133,7 @@ func (w *jobWriter) insert(ctx context.Context, r *rand.Rand) error {
 }
 
 func (w *jobWriter) update(ctx context.Context, r *rand.Rand, maxID int64) (int64, error) {
-	id := 1 + r.Int64N(maxID)
+	id := w.pick(r, maxID)
 	var sql string
 	args := []any{id}
 	switch r.IntN(3) {
