@@ -222,8 +222,26 @@ func JobExecutionID(jobID int64) string {
 // the bigint expression jobID (a column reference, never user input): MD5
 // of namespace || decimal id, then the version (3) and variant (RFC 4122)
 // bits set as the RFC says.
+//
+// The expression computes the MD5 twice, which costs less than the
+// subquery per row that computing it once in an expression takes.
 func JobExecutionIDSQL(jobID string) string {
+	return JobExecutionIDFromMD5SQL(JobIDMD5SQL(jobID))
+}
+
+// JobIDMD5SQL is the MD5 (as PostgreSQL's md5() gives it: 32 lower-case
+// hex digits) that JobExecutionID is made of, for the bigint expression
+// jobID. A query over many jobs can compute it once per row (in a LATERAL
+// subquery) and pass it to JobExecutionIDFromMD5SQL: cheaper than
+// JobExecutionIDSQL's subquery per row.
+func JobIDMD5SQL(jobID string) string {
 	ns := strings.ReplaceAll(jobNamespace.String(), "-", "")
-	return fmt.Sprintf(`(SELECT encode(set_byte(set_byte(h, 6, (get_byte(h, 6) & 15) | 48), 8, (get_byte(h, 8) & 63) | 128), 'hex')::uuid`+
-		` FROM (SELECT decode(md5(decode('%s', 'hex') || convert_to((%s)::bigint::text, 'UTF8')), 'hex') AS h) AS v3)`, ns, jobID)
+	return fmt.Sprintf(`md5(decode('%s', 'hex') || convert_to((%s)::bigint::text, 'UTF8'))`, ns, jobID)
+}
+
+// JobExecutionIDFromMD5SQL is the uuid JobExecutionID makes of the text
+// expression md5 (JobIDMD5SQL): hex digit 13 becomes the version, 3, and
+// digit 17 keeps its low two bits under the variant bits 10.
+func JobExecutionIDFromMD5SQL(md5 string) string {
+	return fmt.Sprintf(`overlay(overlay(%[1]s placing '3' from 13 for 1) placing translate(substr(%[1]s, 17, 1), '0123456789abcdef', '89ab89ab89ab89ab') from 17 for 1)::uuid`, md5)
 }

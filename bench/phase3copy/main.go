@@ -58,7 +58,8 @@ type arm struct {
 	PeakRSSKiB  int64   `json:"peak_rss_kib,omitempty"`
 	BatchP99ms  float64 `json:"batch_p99_ms,omitempty"`
 	Batches     int64   `json:"batches,omitempty"`
-	Retries     int     `json:"retries,omitempty"` // batches retried, mostly while the probe held their ids
+	Retries     int     `json:"retries,omitempty"`            // batches retried, mostly while the probe held their ids
+	Overlapped  int64   `json:"batches_overlapped,omitempty"` // batches started while another was in flight
 	ProbeMaxMs  float64 `json:"probe_max_ms"`
 	ProbeWrites int     `json:"probe_writes"`
 	VerifySecs  float64 `json:"verify_seconds,omitempty"`
@@ -388,7 +389,7 @@ func copyArm(ctx context.Context, pool *pgxpool.Pool, url string, cfg config, pa
 	if a.WALBytes, err = walSince(ctx, pool, lsn); err != nil {
 		return a, err
 	}
-	a.Jobs, a.Batches, a.Retries = res.RowsScanned, res.Batches, res.Retries
+	a.Jobs, a.Batches, a.Retries, a.Overlapped = res.RowsScanned, res.Batches, res.Retries, res.Overlapped
 	a.JobsPerSec = float64(a.Jobs) / a.Seconds
 	a.BatchP99ms = float64(res.BatchP99) / float64(time.Millisecond)
 	a.ProbeMaxMs, a.ProbeWrites = float64(pr.max)/float64(time.Millisecond), pr.writes
@@ -468,15 +469,15 @@ func report(cfg config, arms []arm, settings map[string]string, width float64) e
 	fmt.Printf("phase-3 copy rate: %d jobs/arm (avg row %.0f B), %d native executions; PostgreSQL %s, synchronous_commit=%s, fsync=%s, full_page_writes=%s, shared_buffers=%s; autovacuum off; arms alternated A B\n",
 		cfg.n, width, cfg.natives, settings["server_version"], settings["synchronous_commit"], settings["fsync"], settings["full_page_writes"], settings["shared_buffers"])
 	fmt.Println("indexes on executions and executions_ref: pkey, status, (pipeline_name, created_at), one-active-per-feed, idempotency_key, parent_run_id, (created_at, execution_id), backend_task_id; phase 1's priority trigger")
-	fmt.Println("A  spine-migrate phase3 copy --execute (the binary: plan check, trigger, index, keyset batches with checkpoint, link rule)")
+	fmt.Printf("A  spine-migrate phase3 copy --execute %s(the binary: plan check, trigger, index, keyset batches with checkpoint, link rule; --workers 2 by default, batches side by side, committed in id order)\n", strings.Join(append(cfg.extra, ""), " "))
 	fmt.Println("B  INSERT INTO executions_ref SELECT <the same JobMapping.SQL> FROM jobs, one statement")
 	fmt.Printf("a probe connection updates a job every %s (A: the next job to copy, the worst case; B: a random one)\n", cfg.probeEvery)
 	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "pair\tA s\tB s\tA jobs/s\tB jobs/s\tA/B\tA WAL MiB\tB WAL MiB\tA RSS MiB\tA batches\tA retries\tA p99 batch ms\tA probe max ms\tB probe max ms\tverify s\tverify/copy\t")
+	fmt.Fprintln(tw, "pair\tA s\tB s\tA jobs/s\tB jobs/s\tA/B\tA WAL MiB\tB WAL MiB\tA RSS MiB\tA batches\tA overlapped\tA retries\tA p99 batch ms\tA probe max ms\tB probe max ms\tverify s\tverify/copy\t")
 	for i := 0; i+1 < len(arms); i += 2 {
 		a, b := arms[i], arms[i+1]
-		fmt.Fprintf(tw, "%d\t%.2f\t%.2f\t%.0f\t%.0f\t%.3f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.2f\t%.3f\t\n", a.Pair, a.Seconds, b.Seconds, a.JobsPerSec, b.JobsPerSec,
-			ratios[i/2], float64(a.WALBytes)/(1<<20), float64(b.WALBytes)/(1<<20), float64(a.PeakRSSKiB)/1024, a.Batches, a.Retries, a.BatchP99ms, a.ProbeMaxMs, b.ProbeMaxMs, a.VerifySecs, verifyRatios[i/2])
+		fmt.Fprintf(tw, "%d\t%.2f\t%.2f\t%.0f\t%.0f\t%.3f\t%.1f\t%.1f\t%.1f\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.2f\t%.3f\t\n", a.Pair, a.Seconds, b.Seconds, a.JobsPerSec, b.JobsPerSec,
+			ratios[i/2], float64(a.WALBytes)/(1<<20), float64(b.WALBytes)/(1<<20), float64(a.PeakRSSKiB)/1024, a.Batches, a.Overlapped, a.Retries, a.BatchP99ms, a.ProbeMaxMs, b.ProbeMaxMs, a.VerifySecs, verifyRatios[i/2])
 	}
 	tw.Flush()
 	fmt.Printf("copy rate A/B: median %.3f (min %.3f, max %.3f), target >= 0.9\n", med, lo, hi)

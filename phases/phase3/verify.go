@@ -12,6 +12,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/spinecore/spine-go/adapters/capturespine"
 )
 
 // ErrNotCopied is returned by Verify and Repair before a copy has set its bound.
@@ -103,11 +105,23 @@ func buildVerifySQL(b boundMapping, types map[string]string, rowHash func([]stri
 		have = append(have, "e."+q)
 	}
 	legacyID := "(e.metadata ->> 'legacy_job_id')::bigint"
+	// The expected execution id from an MD5 computed once per job, in a
+	// LATERAL subquery: a third of the cost of the mapping's own
+	// expression, which computes it twice.
+	id := capturespine.JobExecutionIDSQL(`"j"."id"`)
+	if strings.Count(b.Select, id) != 1 {
+		return verifySQL{}, fmt.Errorf("phase3 verify: the mapping computes the execution id as %d expressions, not 1 (a build bug)", strings.Count(b.Select, id))
+	}
+	sel := strings.Replace(b.Select, id, capturespine.JobExecutionIDFromMD5SQL("spine_x.md5"), 1)
 	return verifySQL{with: fmt.Sprintf(`
-WITH natives AS MATERIALIZED (
-    SELECT backend_task_id AS task_id, array_agg(execution_id ORDER BY execution_id) AS ids
+WITH special AS MATERIALIZED (
+    SELECT execution_id, backend_task_id, metadata ? '%[1]s' AS migrated, metadata -> 'legacy_job_ids' AS links
     FROM executions
-    WHERE backend_task_id IS NOT NULL AND NOT (metadata ? '%[1]s')
+    WHERE backend_task_id IS NOT NULL AND NOT (metadata ? '%[1]s') OR metadata ? 'legacy_job_ids'
+), natives AS MATERIALIZED (
+    SELECT backend_task_id AS task_id, array_agg(execution_id ORDER BY execution_id) AS ids
+    FROM special
+    WHERE backend_task_id IS NOT NULL AND NOT migrated
     GROUP BY backend_task_id
 ), base AS MATERIALIZED (
     SELECT m.spine_k AS k, m.spine_natives AS natives,
@@ -117,6 +131,7 @@ WITH natives AS MATERIALIZED (
            CASE WHEN m.spine_mapped THEN 'x' ELSE 'u' END AS kind
     FROM (SELECT j.id AS spine_k, n.ids AS spine_natives, %[3]s AS spine_mapped, %[4]s
           FROM jobs AS j CROSS JOIN (SELECT * FROM spine_phase3_mapping LIMIT 1) AS spine_map
+          CROSS JOIN LATERAL (SELECT %[11]s AS md5 OFFSET 0) AS spine_x
           LEFT JOIN natives AS n ON n.task_id = j.celery_task_id
           WHERE %[5]s) AS m
 ), expected AS (
@@ -130,14 +145,14 @@ WITH natives AS MATERIALIZED (
     WHERE e.metadata ? '%[1]s' AND %[8]s
     UNION ALL
     SELECT 'l', (v #>> '{}')::bigint, hashtextextended('link ' || (v #>> '{}') || ' ' || e.execution_id::text, 0)
-    FROM executions AS e CROSS JOIN LATERAL jsonb_array_elements(e.metadata -> 'legacy_job_ids') AS v
-    WHERE e.metadata ? 'legacy_job_ids' AND %[9]s
+    FROM special AS e CROSS JOIN LATERAL jsonb_array_elements(e.links) AS v
+    WHERE e.links IS NOT NULL AND %[9]s
     UNION ALL
     SELECT 'u', r.job_id, hashtextextended('unmapped ' || r.job_id, 0)
     FROM spine_phase3_rejects AS r
     WHERE %[10]s
-)`, metaMigrated, rowHash(want), mappedSQL("j"), b.Select, scope("j.id"),
-		legacyID, rowHash(have), scope(legacyID), scope("(v #>> '{}')::bigint"), scope("r.job_id"))}, nil
+)`, metaMigrated, rowHash(want), mappedSQL("j"), sel, scope("j.id"),
+		legacyID, rowHash(have), scope(legacyID), scope("(v #>> '{}')::bigint"), scope("r.job_id"), capturespine.JobIDMD5SQL("j.id"))}, nil
 }
 
 // chunkSQL groups expected and actual by chunk ($1 ids wide) and kind.
