@@ -10,8 +10,10 @@
 //   - Copy installs a trigger on jobs first, then copies every job up to the
 //     largest id seen once the trigger was in place, in keyset batches,
 //     mapping in SQL (capturespine.JobMapping.SQL, the same mapping as the Go
-//     adapter), each batch committed with its checkpoint. Interrupted at any
-//     instant it resumes exactly. The trigger carries inserts, updates and
+//     adapter), each batch committed with its checkpoint. Several batches
+//     run side by side (CopyWorkers), over ranges that share no lock, and
+//     commit one at a time in id order. Interrupted at any instant it
+//     resumes exactly. The trigger carries inserts, updates and
 //     deletes on jobs into executions during and after the copy; a
 //     statement trigger does the same for a TRUNCATE of jobs, which fires
 //     no row trigger.

@@ -30,6 +30,9 @@ const mapRef = "spine_map"
 type boundMapping struct {
 	Columns []string
 	Select  string
+	// Metadata is the metadata expression in Select, MetadataText its
+	// value as text (capturespine.JobSQL says more).
+	Metadata, MetadataText string
 }
 
 // mappingParams names JobSQL.Args in order; a test pins the order.
@@ -54,7 +57,7 @@ func bindMapping() (boundMapping, error) {
 		}
 		return mapRef + "." + mappingParams[n-1]
 	})
-	return boundMapping{Columns: q.Columns, Select: sel}, bad
+	return boundMapping{Columns: q.Columns, Select: sel, Metadata: q.Metadata, MetadataText: q.MetadataText}, bad
 }
 
 // mappedSQL is true when the mapping knows the job's type and status: the
