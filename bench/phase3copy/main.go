@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -234,6 +235,9 @@ func fresh(ctx context.Context, pool *pgxpool.Pool, table string) error {
 			return fmt.Errorf("%s: %w", sql, err)
 		}
 	}
+	// And the kernel's own writeback of what the last arm (or the seed)
+	// dirtied, which would otherwise land in the next arm's time.
+	syscall.Sync()
 	return nil
 }
 

@@ -235,10 +235,20 @@ func nextRange(ctx context.Context, q querier, last, maxID int64, n int) (r batc
 	if b := r.first >> bucketShift; b < math.MaxInt64>>bucketShift-maxBucketsPerBatch {
 		r.hi = min(r.hi, (b+maxBucketsPerBatch)<<bucketShift-1)
 	}
-	// Back to the end of the last whole bucket, when that still leaves
-	// the batch its first job.
-	if end := (r.hi+1)>>bucketShift<<bucketShift - 1; end >= r.first && end < r.hi {
-		r.hi = end
+	// End at a bucket boundary: back to the end of the last whole bucket
+	// when that keeps at least half the ids, else on to the end of this one
+	// when that at most doubles them. Otherwise (a small batch inside a
+	// large bucket) the next batch shares the bucket and waits for this one.
+	down := (r.hi+1)>>bucketShift<<bucketShift - 1
+	up := down + 1<<bucketShift
+	if r.hi == down || r.hi >= maxID {
+		return r, true, nil // no batch after it, or none sharing its bucket
+	}
+	switch span := r.hi - r.lo; {
+	case down >= r.first && down-r.lo >= span/2:
+		r.hi = down
+	case up <= maxID && up-r.lo <= 2*span:
+		r.hi = up
 	}
 	return r, true, nil
 }
@@ -250,15 +260,19 @@ type batchCounts struct {
 }
 
 // copyBatch runs one batch over r in tx with sql (one of the two
-// renderings of batchSQL): the bucket locks, the work, then, once turn
-// says every batch before it has committed, the links and the checkpoint.
-// n and rate are recorded for status.
-func copyBatch(ctx context.Context, tx pgx.Tx, sql string, r batchRange, n int, rate float64, turn func() error) (batchCounts, error) {
+// renderings of batchSQL): the bucket locks, the work, then, once turn (the
+// batch before it, nil for none) has committed, the links and the
+// checkpoint. own is this batch's turn; n and rate are recorded for status.
+func copyBatch(ctx context.Context, tx pgx.Tx, sql string, r batchRange, n int, rate float64, turn *batchTurn, own *batchTurn, turnWait time.Duration) (batchCounts, error) {
 	var c batchCounts
 	if _, err := tx.Exec(ctx, batchSettings); err != nil {
 		return c, err
 	}
-	if err := lockBuckets(ctx, tx, r.first, r.hi); err != nil {
+	err := lockBuckets(ctx, tx, r.first, r.hi)
+	// The batch after this one stops waiting for its turn while this one
+	// waits for application transactions (batchTurn.wait says why).
+	own.blocked.Store(errors.Is(err, errBucketsBusy))
+	if err != nil {
 		return c, err
 	}
 	t0 := time.Now()
@@ -267,12 +281,12 @@ func copyBatch(ctx context.Context, tx pgx.Tx, sql string, r batchRange, n int, 
 		natives []string
 		jobs    []int64
 	)
-	err := tx.QueryRow(ctx, sql, r.lo, r.hi).Scan(&c.scanned, &c.copied, &c.linked, &c.rejected, &touched, &natives, &jobs)
+	err = tx.QueryRow(ctx, sql, r.lo, r.hi).Scan(&c.scanned, &c.copied, &c.linked, &c.rejected, &touched, &natives, &jobs)
 	if err != nil {
 		return c, err
 	}
 	c.work = time.Since(t0)
-	if err := turn(); err != nil {
+	if err := turn.wait(turnWait); err != nil {
 		return c, err
 	}
 	t0 = time.Now()

@@ -7,6 +7,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -428,7 +429,7 @@ func copyLoop(ctx context.Context, pool *pgxpool.Pool, opts Options, cp Checkpoi
 				if useSafe {
 					sql = safe
 				}
-				bc, err := copyBatch(ctx, tx, sql, r, size, rate, func() error { return before.wait(opts.turnWait()) })
+				bc, err := copyBatch(ctx, tx, sql, r, size, rate, before, own, opts.turnWait())
 				if err != nil && !useSafe && isUniqueViolation(err) {
 					useSafe = true
 					fb.fellBack(mySeq)
@@ -568,10 +569,12 @@ func finishCopy(ctx context.Context, pool *pgxpool.Pool, opts Options, last int6
 }
 
 // batchTurn tells the batch after this one when this one has ended: done
-// is closed once it committed (ok) or gave up.
+// is closed once it committed (ok) or gave up. blocked is set while it
+// waits for ids application transactions hold.
 type batchTurn struct {
 	done       chan struct{}
 	ok         bool
+	blocked    atomic.Bool
 	lastBucket int64
 }
 
@@ -579,25 +582,33 @@ type batchTurn struct {
 // up: committing would move the checkpoint past ids nobody copied.
 var errPredecessorFailed = errors.New("the batch before this one failed")
 
-// wait waits, at most d, for t (the batch before; nil for none) to end.
-// Waiting longer would hold this batch's bucket locks (and with them the
-// application's writes to its ids) for the sake of a batch that is itself
-// waiting, perhaps on those writes: the batch rolls back and tries again
-// instead, as when its ids are busy.
-func (t *batchTurn) wait(d time.Duration) error {
+// wait waits for t (the batch before; nil for none) to end. It gives up,
+// so that the batch rolls back and tries again as when its own ids are
+// busy, when t waits for ids an application transaction holds (that
+// transaction may in turn wait for this batch's ids, a cycle no database
+// sees), and after limit in any case.
+func (t *batchTurn) wait(limit time.Duration) error {
 	if t == nil {
 		return nil
 	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-t.done:
-		if !t.ok {
-			return errPredecessorFailed
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.Now().Add(limit)
+	for {
+		select {
+		case <-t.done:
+			if !t.ok {
+				return errPredecessorFailed
+			}
+			return nil
+		case now := <-tick.C:
+			if t.blocked.Load() {
+				return fmt.Errorf("%w: the batch before it waits for ids application transactions hold", errBucketsBusy)
+			}
+			if now.After(deadline) {
+				return fmt.Errorf("%w: the batch before it did not commit within %s", errBucketsBusy, limit)
+			}
 		}
-		return nil
-	case <-timer.C:
-		return fmt.Errorf("%w: the batch before it did not commit within %s", errBucketsBusy, d)
 	}
 }
 
@@ -610,8 +621,8 @@ func (t *batchTurn) ended() bool {
 	}
 }
 
-// turnWait is how long a batch waits for the batch before it to commit.
-func (o Options) turnWait() time.Duration { return max(o.LockTimeout, 4*o.TargetBatch) }
+// turnWait is the longest a batch waits for the batch before it to commit.
+func (o Options) turnWait() time.Duration { return max(o.LockTimeout, 40*o.TargetBatch) }
 
 // batchOutcome is what a batch reports when it has ended.
 type batchOutcome struct {
