@@ -157,10 +157,9 @@ WITH inserted AS (
            (SELECT count(*) FROM rest) AS rest,
            (SELECT count(*) FROM shared) AS shared,
            (SELECT count(*) FROM overlapping) AS linked,
-           (SELECT count(*) FROM unmapped) AS rejected,
-           (SELECT count(*) FROM unduplicated) + (SELECT count(*) FROM rejected) + (SELECT count(*) FROM unrejected) AS touched
+           (SELECT count(*) FROM unmapped) AS rejected
 )
-SELECT c.fast + c.rest, c.fast + c.shared, c.linked, c.rejected, c.touched, l.natives, l.jobs
+SELECT c.fast + c.rest, c.fast + c.shared, c.linked, c.rejected, l.natives, l.jobs
 FROM counts AS c,
      (SELECT array_agg(n.execution_id::text) AS natives, array_agg(o.id) AS jobs
       FROM overlapping AS o CROSS JOIN LATERAL unnest(o.spine_natives) AS n(execution_id)) AS l`,
@@ -183,8 +182,7 @@ WITH links AS MATERIALIZED (
     GROUP BY p.execution_id
 ), linked AS (
     UPDATE executions AS e
-    SET metadata = CASE WHEN e.metadata ? 'legacy_job_ids' THEN spine_phase3_relink(e.metadata, 1, 0, l.job_ids)
-                        ELSE jsonb_set(e.metadata, '{legacy_job_ids}', to_jsonb(l.job_ids)) END
+    SET metadata = spine_phase3_relink(e.metadata, 1, 0, l.job_ids)
     FROM links AS l
     WHERE e.execution_id = ANY (ARRAY(SELECT execution_id FROM links)) AND e.execution_id = l.execution_id
     RETURNING 1
@@ -277,11 +275,10 @@ func copyBatch(ctx context.Context, tx pgx.Tx, sql string, r batchRange, n int, 
 	}
 	t0 := time.Now()
 	var (
-		touched int64
 		natives []string
 		jobs    []int64
 	)
-	err = tx.QueryRow(ctx, sql, r.lo, r.hi).Scan(&c.scanned, &c.copied, &c.linked, &c.rejected, &touched, &natives, &jobs)
+	err = tx.QueryRow(ctx, sql, r.lo, r.hi).Scan(&c.scanned, &c.copied, &c.linked, &c.rejected, &natives, &jobs)
 	if err != nil {
 		return c, err
 	}
