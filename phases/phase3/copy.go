@@ -397,8 +397,9 @@ func copyLoop(ctx context.Context, pool *pgxpool.Pool, opts Options, cp Checkpoi
 		}
 		report(false)
 	}
-	// await takes the next outcome, or returns after d (d > 0) or on ctx.
-	await := func(d time.Duration) {
+	// await takes the next outcome, or returns after d (d > 0), once
+	// ended is closed (when not nil), or on ctx.
+	await := func(d time.Duration, ended <-chan struct{}) {
 		var timeout <-chan time.Time
 		if d > 0 {
 			t := time.NewTimer(d)
@@ -409,6 +410,7 @@ func copyLoop(ctx context.Context, pool *pgxpool.Pool, opts Options, cp Checkpoi
 		case o := <-results:
 			take(o)
 		case <-timeout:
+		case <-ended:
 		case <-ctx.Done():
 		}
 	}
@@ -445,6 +447,9 @@ func copyLoop(ctx context.Context, pool *pgxpool.Pool, opts Options, cp Checkpoi
 				fb.wentThrough()
 			}
 			results <- o // before done: outcomes arrive in commit order
+			if opts.afterOutcome != nil {
+				opts.afterOutcome()
+			}
 			own.ok = o.err == nil
 			close(own.done)
 		}()
@@ -487,7 +492,7 @@ func copyLoop(ctx context.Context, pool *pgxpool.Pool, opts Options, cp Checkpoi
 				report(true)
 			}
 			t0 := time.Now()
-			await(pollEvery)
+			await(pollEvery, nil)
 			res.Paused += time.Since(t0)
 			continue
 		}
@@ -506,7 +511,7 @@ func copyLoop(ctx context.Context, pool *pgxpool.Pool, opts Options, cp Checkpoi
 			size = min(size, max(opts.MinBatch, int(float64(rate)*opts.TargetBatch.Seconds())))
 			if wait := time.Until(nextAllowed); wait > 0 {
 				t0 := time.Now()
-				await(min(wait, pollEvery))
+				await(min(wait, pollEvery), nil)
 				rateWaits += time.Since(t0)
 				continue
 			}
@@ -531,9 +536,12 @@ func copyLoop(ctx context.Context, pool *pgxpool.Pool, opts Options, cp Checkpoi
 			pending = &r
 		}
 		// A range that shares a bucket with the batch before it (one that
-		// ended mid-bucket) waits until that batch has committed.
+		// ended mid-bucket) waits until that batch has committed. It waits
+		// for the turn itself, not for an outcome: the loop may already
+		// have taken that batch's outcome (sent just before its turn
+		// ends), and then no outcome is coming.
 		if last != nil && !last.ended() && pending.firstBucket() == last.lastBucket {
-			await(0)
+			await(0, last.done)
 			continue
 		}
 		dispatch(*pending, size, p.Rate)

@@ -1,6 +1,7 @@
 package phase3_test
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"reflect"
@@ -258,4 +259,28 @@ func TestParallelCopyWhileTheApplicationWrites(t *testing.T) {
 	if r.ExpectedExecutions != int64(o.Migrated) {
 		t.Errorf("verify %+v, oracle %s", r, o)
 	}
+}
+
+// Batches inside one id bucket cannot run side by side: each waits for the
+// batch before it to end. The loop has that batch's outcome a moment
+// before the turn ends; a loop that then waited for another outcome, with
+// none in flight, stalled for good (CI once hung 15 minutes on it).
+func TestBatchesSharingABucketWaitForTheTurnNotAnOutcome(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	opts := b.opts
+	// The seed's 3000 ids are all in the first bucket: every batch shares
+	// it with the one before.
+	opts.CopyWorkers, opts.BatchSize, opts.MinBatch, opts.MaxBatch = 2, 250, 250, 250
+	ctx, cancel := context.WithTimeout(b.ctx, time.Minute)
+	defer cancel()
+	res, err := phase3.CopyHoldingTurns(ctx, b.pool, opts, 30*time.Millisecond)
+	if err != nil {
+		t.Fatalf("copy: %v (%+v)", err, res)
+	}
+	if res.Batches < 10 || res.Overlapped != 0 {
+		t.Errorf("copy = %+v: want at least 10 batches, none beside another", res)
+	}
+	b.checkAgainstGo(capturespine.DefaultJobMapping())
+	b.verifyOK()
 }

@@ -2,6 +2,7 @@ package phase3
 
 import (
 	"context"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 )
@@ -70,3 +71,12 @@ var (
 	MappingParams       = mappingParams
 	DecodeStoredMapping = decodeStoredMapping
 )
+
+// CopyHoldingTurns is Copy with every batch pausing for hold between
+// reporting its outcome and ending its turn: the window in which the loop
+// has taken a batch's outcome while the batch after it still sees the
+// turn open.
+func CopyHoldingTurns(ctx context.Context, pool *pgxpool.Pool, opts Options, hold time.Duration) (CopyResult, error) {
+	opts.afterOutcome = func() { time.Sleep(hold) }
+	return Copy(ctx, pool, opts)
+}

@@ -64,6 +64,10 @@ type Options struct {
 	// coordinating transaction has exported its snapshot, before any
 	// worker imports it.
 	afterSnapshotExport func(ranges []idRange)
+	// afterOutcome, set by tests only, runs in a copy batch's goroutine
+	// between reporting its outcome and marking its turn ended: the
+	// instant when the loop has the outcome but the turn is still open.
+	afterOutcome func()
 }
 
 func (o Options) withDefaults() Options {
