@@ -77,9 +77,9 @@ func testCopySurvivesSIGKILL(t *testing.T, parallel bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rate, workers, spread, within := max(300, 4000 / *crashes), 1, int64(1), 1300
+	rate, workers, spread, within := max(300, 4000 / *crashes), 1, int64(1), 1000
 	if parallel {
-		rate, workers, spread, within = 0, 4, 30, 500
+		rate, workers, spread, within = 0, 4, 30, 300
 		b.spreadIDs(9, spread)
 	}
 	w := startSpreadWriter(t, b.url, 150, 2, spread)
@@ -94,10 +94,24 @@ func testCopySurvivesSIGKILL(t *testing.T, parallel bool) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		delay := time.Duration(50+r.IntN(within)) * time.Millisecond
-		time.Sleep(delay)
-		_ = cmd.Process.Kill() // SIGKILL
-		err := cmd.Wait()
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		// A kill in four lands a random time after the start, setup
+		// included; the others a random time after this run's first
+		// committed batch, so that on a machine slow or fast most land
+		// mid-copy rather than in setup or after the end.
+		anchor := "the start"
+		if i%4 != 0 && waitForBatch(b, batchesCommitted(b), exited) {
+			anchor = "the first batch"
+		}
+		delay := time.Duration(r.IntN(within)) * time.Millisecond
+		var err error
+		select {
+		case err = <-exited:
+		case <-time.After(delay):
+			_ = cmd.Process.Kill() // SIGKILL
+			err = <-exited
+		}
 		if err == nil || cmd.ProcessState.ExitCode() > 0 {
 			t.Logf("kill %d: the copy had already ended (%v): %s", i+1, err, out.String())
 		}
@@ -106,7 +120,7 @@ func testCopySurvivesSIGKILL(t *testing.T, parallel bool) {
 			t.Fatal(err)
 		}
 		cp := st.Checkpoint
-		t.Logf("kill %d after %s: %s", i+1, delay, st.Summary())
+		t.Logf("kill %d %s after %s: %s", i+1, delay, anchor, st.Summary())
 		if !cp.BoundSet {
 			continue // killed during setup
 		}
@@ -148,4 +162,33 @@ func testCopySurvivesSIGKILL(t *testing.T, parallel bool) {
 	if rep.ActualExecutions != int64(o.Migrated) || b.count(`SELECT count(*) - count(DISTINCT metadata->>'legacy_job_id') FROM executions WHERE metadata ? 'legacy_job_type'`) != 0 {
 		t.Errorf("verify %+v, oracle %s", rep, o)
 	}
+}
+
+// batchesCommitted is the checkpoint's batch count, 0 before it exists.
+func batchesCommitted(b *bundle) int64 {
+	var n int64
+	if err := b.pool.QueryRow(b.ctx, `SELECT coalesce(max(batches), 0) FROM spine_phase3_copy`).Scan(&n); err != nil {
+		return 0 // no checkpoint table yet
+	}
+	return n
+}
+
+// waitForBatch waits until the checkpoint counts more than before batches
+// (the running copy committed one), or the copy exited (its error is put
+// back for the caller), for at most 30 seconds. It says whether a batch
+// committed.
+func waitForBatch(b *bundle, before int64, exited chan error) bool {
+	b.t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		select {
+		case err := <-exited:
+			exited <- err
+			return false
+		case <-time.After(5 * time.Millisecond):
+		}
+		if batchesCommitted(b) > before {
+			return true
+		}
+	}
+	return false
 }
