@@ -100,12 +100,16 @@ func JobMetadataTextSQL(alias string) string {
 		return fmt.Sprintf(`CASE WHEN %s IS NOT NULL THEN '"%s": ' || %s END`, col, key, value)
 	}
 	str := func(expr string) string { return "to_json(" + expr + ")::text" }
+	// A string JSON needs no escapes in: quoted by concatenation, a
+	// third of the cost of to_json. user_id is a UUID (the cast makes any
+	// other type fail, not differ); the date is digits and punctuation.
+	plain := func(expr string) string { return `'"' || ` + expr + ` || '"'` }
 	return "('{' || concat_ws(', ', " + strings.Join([]string{
-		pair("user_id", str(j("user_id")), j("user_id")),
+		pair("user_id", plain(j("user_id")+"::uuid::text"), j("user_id")),
 		pair("progress", j("progress")+"::text", j("progress")),
 		pair("legacy_job_id", j("id")+"::text", j("id")),
 		pair("legacy_status", str(j("status")), j("status")),
 		pair("legacy_job_type", str(j("job_type")), j("job_type")),
-		pair("legacy_updated_at", str(legacyUpdatedAtSQL(j("updated_at"))), j("updated_at")),
+		pair("legacy_updated_at", plain(legacyUpdatedAtSQL(j("updated_at"))), j("updated_at")),
 	}, ", ") + ") || '}')"
 }

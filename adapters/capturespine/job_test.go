@@ -158,22 +158,24 @@ func TestJobExecutionIDSQLEqualsGo(t *testing.T) {
 	for i := range int64(2000) {
 		ids = append(ids, i*7919+3)
 	}
+	// The whole expression, and the digest computed once then made a uuid.
 	rows, err := pool.Query(context.Background(),
-		"SELECT id, "+capturespine.JobExecutionIDSQL("id")+"::text FROM unnest($1::bigint[]) AS id", ids)
+		"SELECT id, "+capturespine.JobExecutionIDSQL("id")+"::text, "+capturespine.JobExecutionIDFromDigestSQL("d.b")+"::text "+
+			"FROM unnest($1::bigint[]) AS id CROSS JOIN LATERAL (SELECT "+capturespine.JobIDDigestSQL("id")+" AS b OFFSET 0) AS d", ids)
 	if err != nil {
 		t.Fatal(err)
 	}
-	type pair struct {
-		ID   int64
-		UUID string
+	type row struct {
+		ID               int64
+		UUID, FromDigest string
 	}
-	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[pair])
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
 	if err != nil || len(got) != len(ids) {
 		t.Fatalf("compared %d of %d ids: %v", len(got), len(ids), err)
 	}
 	for _, p := range got {
-		if want := capturespine.JobExecutionID(p.ID); p.UUID != want {
-			t.Errorf("job %d: SQL %s, Go %s", p.ID, p.UUID, want)
+		if want := capturespine.JobExecutionID(p.ID); p.UUID != want || p.FromDigest != want {
+			t.Errorf("job %d: SQL %s, from the digest %s, Go %s", p.ID, p.UUID, p.FromDigest, want)
 		}
 	}
 }

@@ -123,6 +123,12 @@ func verifyRanges(ctx context.Context, tx pgx.Tx, pool *pgxpool.Pool, opts Optio
 // snapshotIDRE is what pg_export_snapshot returns: hex digits and dashes.
 var snapshotIDRE = regexp.MustCompile(`^[0-9A-Fa-f]+(-[0-9A-Fa-f]+)*$`)
 
+// noParallelQuery keeps PostgreSQL from adding parallel workers to a
+// verify that has its own, one per core: they would compete for the same
+// cores and pass every row they scan through a queue (about 5% slower at
+// 2M jobs on 2 cores). A verify on one connection keeps them.
+const noParallelQuery = "SET LOCAL max_parallel_workers_per_gather = 0"
+
 // lockCompared takes, for the rest of the coordinating transaction, the
 // locks every worker's comparison needs.
 const lockCompared = "LOCK TABLE jobs, executions, spine_phase3_mapping, spine_phase3_rejects IN ACCESS SHARE MODE"
@@ -154,7 +160,7 @@ func compareRanges(ctx context.Context, tx pgx.Tx, pool *pgxpool.Pool, ranges []
 		onTx(0)
 		return parts, errs[0]
 	}
-	if _, err := tx.Exec(ctx, lockCompared); err != nil {
+	if _, err := tx.Exec(ctx, lockCompared+"; "+noParallelQuery); err != nil {
 		return nil, fmt.Errorf("lock the compared tables: %w", err)
 	}
 	var snapshot string
@@ -221,8 +227,8 @@ func compareImported(ctx context.Context, pool *pgxpool.Pool, snapshot string, i
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	// SET TRANSACTION SNAPSHOT must precede every query of the transaction
 	// and takes no parameter: the id is spliced, checked by snapshotIDRE.
-	if _, err := tx.Exec(ctx, fmt.Sprintf("SET TRANSACTION SNAPSHOT '%s'; SET LOCAL jit = off; SET LOCAL lock_timeout = %d",
-		snapshot, max(1, opts.LockTimeout.Milliseconds()))); err != nil {
+	if _, err := tx.Exec(ctx, fmt.Sprintf("SET TRANSACTION SNAPSHOT '%s'; %s; %s; SET LOCAL lock_timeout = %d",
+		snapshot, verifySettings, noParallelQuery, max(1, opts.LockTimeout.Milliseconds()))); err != nil {
 		return VerifyReport{}, fmt.Errorf("import the snapshot: %w", err)
 	}
 	return v.compare(ctx, tx, opts)
