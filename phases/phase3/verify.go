@@ -303,9 +303,9 @@ func (v verifySQL) compare(ctx context.Context, tx pgx.Tx, opts Options) (Verify
 	var chunk, n int64
 	_, err = pgx.ForEachRow(rows, []any{&side, &kind, &chunk, &n, &sum}, func() error {
 		// Every job compared is an expected execution (x), an unmapped
-		// job (u) or a job linked to executions Capture-Spine wrote (j,
-		// counted alone: linked jobs are few, every job a tenth of the
-		// rows grouped).
+		// job (u) or a job linked to executions Capture-Spine wrote (j).
+		// Only the last have rows of their own: they are few, where a
+		// row for every job was a third of the rows grouped.
 		switch side + kind {
 		case "ex", "eu":
 			r.Jobs += n
