@@ -274,7 +274,7 @@ func (a *app) phase3VerifyCmd() *cobra.Command {
 	cmd.Flags().BoolVar(&repair, "repair", false, "re-copy the ranges that differ (with --execute)")
 	cmd.Flags().BoolVar(&f.execute, "execute", false, "with --repair: really re-copy; without it the ranges are listed and nothing changes")
 	cmd.Flags().Int64Var(&f.chunkIDs, "chunk-ids", 10000, "job ids per compared chunk")
-	cmd.Flags().IntVar(&f.parallel, "parallel", 0, "compare on this many connections at once, each a range of job ids, all from one snapshot (0: min(4, CPUs); 1: one transaction; never more than pool_max_conns allows)")
+	cmd.Flags().IntVar(&f.parallel, "parallel", 0, "compare on this many connections at once, each a range of job ids and a share of the executions, all from one snapshot (0: min(4, CPUs); 1: one transaction; never more than pool_max_conns allows)")
 	f.registerLocks(cmd)
 	return cmd
 }

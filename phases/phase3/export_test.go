@@ -30,6 +30,16 @@ func VerifyAfterExport(ctx context.Context, pool *pgxpool.Pool, opts Options, ho
 	return verify(ctx, pool, opts.withDefaults(), false)
 }
 
+// SplitBlocks is how verify splits executions' heap blocks among its
+// workers, as [first, end) pairs (end -1: to the end).
+func SplitBlocks(n int64, parts int) [][2]int64 {
+	var out [][2]int64
+	for _, b := range splitBlocks(n, parts) {
+		out = append(out, [2]int64{b.first, b.end})
+	}
+	return out
+}
+
 // SplitIDs is how verify splits the ids among its workers.
 func SplitIDs(minID, maxID, chunkIDs int64, n int) [][2]int64 {
 	return pairs(splitIDs(minID, maxID, chunkIDs, n))
@@ -44,9 +54,9 @@ func pairs(ranges []idRange) [][2]int64 {
 }
 
 // VerifyChunkSQL is the chunk comparison of one verify worker over the job
-// ids first..last of a finished copy ($1 the chunk width), for the tests
-// that read its plan.
-func VerifyChunkSQL(ctx context.Context, pool *pgxpool.Pool, first, last int64) (string, error) {
+// ids first..last and executions' heap blocks firstBlock..endBlock-1 of a
+// finished copy ($1 the chunk width), for the tests that read its plan.
+func VerifyChunkSQL(ctx context.Context, pool *pgxpool.Pool, first, last, firstBlock, endBlock int64) (string, error) {
 	types, err := executionTypes(ctx, pool)
 	if err != nil {
 		return "", err
@@ -56,7 +66,7 @@ func VerifyChunkSQL(ctx context.Context, pool *pgxpool.Pool, first, last int64) 
 		return "", err
 	}
 	all := func(string) string { return "true" }
-	v, err := buildVerifySQL(b, types, rowHashSQL(true), idRange{first, last}.within(all))
+	v, err := buildVerifySQL(b, types, rowHashSQL(true), all, verifyPart{idRange{first, last}, blockRange{firstBlock, endBlock}})
 	return v.chunkSQL(), err
 }
 

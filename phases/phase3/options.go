@@ -48,7 +48,8 @@ type Options struct {
 	// MaxListed is how many differing job ids verify lists per range. Default 20.
 	MaxListed int
 	// VerifyParallel is how many connections verify compares on at once,
-	// each a contiguous range of job ids, all reading one snapshot; never
+	// each a contiguous range of job ids and of executions' heap blocks,
+	// all reading one snapshot; never
 	// more than the pool has free. 1 compares in one transaction. Default
 	// min(4, runtime.NumCPU()).
 	VerifyParallel int

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math/big"
 	"slices"
 	"strings"
 	"time"
@@ -93,7 +94,8 @@ type verifySQL struct {
 	with string // WITH … expected, actual
 }
 
-func buildVerifySQL(b boundMapping, types map[string]string, rowHash func([]string) string, scope func(string) string) (verifySQL, error) {
+func buildVerifySQL(b boundMapping, types map[string]string, rowHash func([]string) string, scope func(string) string, part verifyPart) (verifySQL, error) {
+	inPart := part.ids.within(scope)
 	var want, have []string
 	for _, c := range b.Columns {
 		t, ok := types[c]
@@ -110,6 +112,10 @@ func buildVerifySQL(b boundMapping, types map[string]string, rowHash func([]stri
 		have = append(have, "e."+q)
 	}
 	legacyID := "(e.metadata ->> 'legacy_job_id')::bigint"
+	// The migrated executions compared are those stored in the part's
+	// blocks, whatever job they stand for: each is read by one worker,
+	// rather than every worker reading all to keep its own ids.
+	migrated := part.blocks.sql("e") + " AND " + scope(legacyID)
 	// The expected execution id from an MD5 computed once per job, in a
 	// LATERAL subquery, and its bits set as bytes: half the cost of the
 	// mapping's own expression, which computes the MD5 twice and edits
@@ -163,8 +169,8 @@ WITH special AS MATERIALIZED (
     SELECT 'u', r.job_id, hashtextextended('unmapped ' || r.job_id, 0)
     FROM spine_phase3_rejects AS r
     WHERE %[10]s
-)`, metaMigrated, rowHash(want), mappedSQL("j"), sel, scope("j.id"),
-		legacyID, rowHash(have), scope(legacyID), scope("(v #>> '{}')::bigint"), scope("r.job_id"), capturespine.JobIDDigestSQL("j.id"))}, nil
+)`, metaMigrated, rowHash(want), mappedSQL("j"), sel, inPart("j.id"),
+		legacyID, rowHash(have), migrated, inPart("(v #>> '{}')::bigint"), inPart("r.job_id"), capturespine.JobIDDigestSQL("j.id"))}, nil
 }
 
 // chunkSQL groups expected and actual by chunk ($1 ids wide) and kind,
@@ -212,9 +218,10 @@ func rowHashSQL(haveRecordHash bool) func([]string) string {
 // ChunkIDs job ids, the count and a sum of row hashes of what the mapping
 // and the link rule make of the jobs against what executions holds. It
 // names every differing range, and the first differing jobs in each. With
-// VerifyParallel above 1 the ids are split among that many connections,
-// each reading the snapshot of the first (see compareRanges); the report
-// is the one a single transaction gives.
+// VerifyParallel above 1 the ids and executions' blocks are split among
+// that many connections, each reading the snapshot of the first (see
+// compareParts), and their sums added up: the report is the one a single
+// transaction gives.
 func Verify(ctx context.Context, pool *pgxpool.Pool, opts Options) (VerifyReport, error) {
 	return verify(ctx, pool, opts.withDefaults(), false)
 }
@@ -260,121 +267,145 @@ func verify(ctx context.Context, pool *pgxpool.Pool, opts Options, forceTextHash
 		return r, err
 	}
 	rowHash := rowHashSQL(haveRecordHash && !forceTextHash)
-	build := func(ids idRange) (verifySQL, error) { return buildVerifySQL(b, types, rowHash, ids.within(scope)) }
-	if _, err := build(allIDs); err != nil { // a column missing fails every range alike: say so once
+	build := func(p verifyPart) (verifySQL, error) { return buildVerifySQL(b, types, rowHash, scope, p) }
+	whole, err := build(wholeTable) // a column missing fails every part alike: say so once
+	if err != nil {
 		return r, err
 	}
-	ranges, err := verifyRanges(ctx, tx, pool, opts)
+	parts, err := verifyParts(ctx, tx, pool, opts)
 	if err != nil {
 		return r, fmt.Errorf("phase3 verify: %w", err)
 	}
-	parts, err := compareRanges(ctx, tx, pool, ranges, build, opts)
+	sums, err := compareParts(ctx, tx, pool, parts, build, opts)
 	if err != nil {
 		return r, fmt.Errorf("phase3 verify: %w", err)
 	}
-	for _, p := range parts {
-		r.add(p, opts.MaxListed)
+	r.judge(sums, opts.ChunkIDs, opts.MaxListed)
+	if len(r.Mismatches) > 0 {
+		if err := r.listJobs(ctx, tx, whole, opts.MaxListed); err != nil {
+			return r, fmt.Errorf("phase3 verify: %w", err)
+		}
 	}
 	r.Elapsed = time.Since(start)
 	return r, nil
 }
 
-// compare runs the comparison in tx: per chunk and kind, the count and
-// hash sum of each side; the chunks that differ, adjacent ones merged; the
-// first differing jobs of each. It fills a report's counts, Chunks and
-// Mismatches.
-func (v verifySQL) compare(ctx context.Context, tx pgx.Tx, opts Options) (VerifyReport, error) {
-	var r VerifyReport
-	type agg struct {
-		n   int64
-		sum string
-	}
-	type key struct {
-		side  string
-		chunk int64
-	}
-	sides := map[key]agg{}
-	chunks := map[int64]bool{}
+// chunkSums are what comparisons saw: per side (e expected, a actual),
+// kind and chunk, the count and the sum of the rows' hashes; and the jobs
+// linked to native executions. Sums from parts of the comparison add up
+// to the sums of the whole.
+type chunkSums struct {
+	rows   map[sumKey]*sumVal
+	linked int64
+}
+
+type sumKey struct {
+	side, kind string
+	chunk      int64
+}
+
+type sumVal struct {
+	n   int64
+	sum big.Int
+}
+
+// sums runs the chunk comparison (chunkSQL) in tx.
+func (v verifySQL) sums(ctx context.Context, tx pgx.Tx, opts Options) (chunkSums, error) {
+	s := chunkSums{rows: map[sumKey]*sumVal{}}
 	rows, err := tx.Query(ctx, v.chunkSQL(), opts.ChunkIDs)
 	if err != nil {
-		return r, fmt.Errorf("compare chunks: %w", err)
+		return s, fmt.Errorf("compare chunks: %w", err)
 	}
-	var side, kind, sum string
-	var chunk, n int64
-	_, err = pgx.ForEachRow(rows, []any{&side, &kind, &chunk, &n, &sum}, func() error {
-		// Every job compared is an expected execution (x), an unmapped
-		// job (u) or a job linked to executions Capture-Spine wrote (j).
-		// Only the last have rows of their own: they are few, where a
-		// row for every job was a third of the rows grouped.
-		switch side + kind {
-		case "ex", "eu":
-			r.Jobs += n
-		case "jj":
-			r.Jobs += n
+	var k sumKey
+	var n int64
+	var sum string
+	_, err = pgx.ForEachRow(rows, []any{&k.side, &k.kind, &k.chunk, &n, &sum}, func() error {
+		if k.side == "j" {
+			s.linked += n
 			return nil
 		}
-		k := key{side, chunk}
-		a := sides[k]
-		a.n += n
-		// Sums of different kinds are kept apart by prefixing the kind.
-		a.sum += fmt.Sprintf("%s:%d:%s;", kind, n, sum)
-		sides[k] = a
-		chunks[chunk] = true
-		switch side + kind {
-		case "ex":
-			r.ExpectedExecutions += n
-		case "ax":
-			r.ActualExecutions += n
-		case "el":
-			r.ExpectedLinks += n
-		case "al":
-			r.ActualLinks += n
-		case "au":
-			r.Unmapped += n
+		var x big.Int
+		if _, ok := x.SetString(sum, 10); !ok {
+			return fmt.Errorf("a hash sum %q is not an integer", sum)
 		}
+		s.add(k, n, &x)
 		return nil
 	})
 	if err != nil {
-		return r, fmt.Errorf("compare chunks: %w", err)
+		return s, fmt.Errorf("compare chunks: %w", err)
 	}
-	r.Chunks = len(chunks)
-	// The kinds of one chunk arrive in no particular order: compare them
-	// as sorted lists.
-	norm := func(s string) string {
-		parts := strings.Split(strings.TrimSuffix(s, ";"), ";")
-		slices.Sort(parts)
-		return strings.Join(parts, ";")
-	}
-	for _, c := range slices.Sorted(maps.Keys(chunks)) {
-		e, a := sides[key{"e", c}], sides[key{"a", c}]
-		if e.n == a.n && norm(e.sum) == norm(a.sum) {
-			continue
-		}
-		lo := c * opts.ChunkIDs
-		r.Mismatches = mergeMismatch(r.Mismatches, Mismatch{FirstID: lo, LastID: lo + opts.ChunkIDs - 1, ExpectedRows: e.n, ActualRows: a.n}, opts.MaxListed)
-	}
-	if len(r.Mismatches) > 0 {
-		if err := r.listJobs(ctx, tx, v, opts.MaxListed); err != nil {
-			return r, err
-		}
-	}
-	return r, nil
+	return s, nil
 }
 
-// add folds in the report on the next range of ids, as comparing both
-// ranges at once would: no chunk is in two ranges, so the counts add up,
-// and a differing range at the end of r merges with one at the start of p
-// when they meet, job lists included.
-func (r *VerifyReport) add(p VerifyReport, maxListed int) {
-	r.Jobs += p.Jobs
-	r.ExpectedExecutions += p.ExpectedExecutions
-	r.ActualExecutions += p.ActualExecutions
-	r.ExpectedLinks += p.ExpectedLinks
-	r.ActualLinks += p.ActualLinks
-	r.Unmapped += p.Unmapped
-	r.Chunks += p.Chunks
-	for _, m := range p.Mismatches {
-		r.Mismatches = mergeMismatch(r.Mismatches, m, maxListed)
+func (s *chunkSums) add(k sumKey, n int64, sum *big.Int) {
+	v, ok := s.rows[k]
+	if !ok {
+		v = &sumVal{}
+		s.rows[k] = v
+	}
+	v.n += n
+	v.sum.Add(&v.sum, sum)
+}
+
+// merge adds o's counts and sums to s's.
+func (s *chunkSums) merge(o chunkSums) {
+	s.linked += o.linked
+	for k, v := range o.rows {
+		s.add(k, v.n, &v.sum)
+	}
+}
+
+// judge fills the report's counts, Chunks and Mismatches from the sums: a
+// chunk differs when any kind's count or sum differs between the sides;
+// adjacent differing chunks are merged into one range.
+func (r *VerifyReport) judge(s chunkSums, chunkIDs int64, maxListed int) {
+	// Every job compared is an expected execution (x), an unmapped job
+	// (u) or a job linked to executions Capture-Spine wrote. Only the
+	// last are counted apart: they are few, where a row for every job
+	// was a third of the rows grouped.
+	r.Jobs = s.linked
+	kinds := map[int64]map[string]bool{}
+	for k, v := range s.rows {
+		if kinds[k.chunk] == nil {
+			kinds[k.chunk] = map[string]bool{}
+		}
+		kinds[k.chunk][k.kind] = true
+		switch k.side + k.kind {
+		case "ex":
+			r.ExpectedExecutions += v.n
+			r.Jobs += v.n
+		case "eu":
+			r.Jobs += v.n
+		case "ax":
+			r.ActualExecutions += v.n
+		case "el":
+			r.ExpectedLinks += v.n
+		case "al":
+			r.ActualLinks += v.n
+		case "au":
+			r.Unmapped += v.n
+		}
+	}
+	r.Chunks = len(kinds)
+	zero := &sumVal{}
+	for _, c := range slices.Sorted(maps.Keys(kinds)) {
+		var e, a int64
+		same := true
+		for kind := range kinds[c] {
+			ev, av := s.rows[sumKey{"e", kind, c}], s.rows[sumKey{"a", kind, c}]
+			if ev == nil {
+				ev = zero
+			}
+			if av == nil {
+				av = zero
+			}
+			e, a = e+ev.n, a+av.n
+			same = same && ev.n == av.n && ev.sum.Cmp(&av.sum) == 0
+		}
+		if !same {
+			lo := c * chunkIDs
+			r.Mismatches = mergeMismatch(r.Mismatches, Mismatch{FirstID: lo, LastID: lo + chunkIDs - 1, ExpectedRows: e, ActualRows: a}, maxListed)
+		}
 	}
 }
 

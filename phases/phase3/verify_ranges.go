@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
@@ -60,6 +61,52 @@ func (r idRange) within(scope func(string) string) func(string) string {
 	return func(k string) string { return scope(k) + " AND " + r.sql(k) }
 }
 
+// blockRange is the heap blocks first..end-1 of executions, end -1 for
+// every block from first on: the migrated executions one verify worker
+// hashes. Where a row is stored says nothing of its job id, so each
+// worker hashes rows of every chunk, and the sums of the parts are added
+// up before the sides are compared (chunkSums).
+type blockRange struct{ first, end int64 }
+
+var allBlocks = blockRange{0, -1}
+
+// sql is the range as a predicate on the ctid of alias: a TID range scan
+// from PostgreSQL 14 on (a filter on a full scan before).
+func (r blockRange) sql(alias string) string {
+	var conds []string
+	if r.first > 0 {
+		conds = append(conds, fmt.Sprintf("%s.ctid >= '(%d,0)'::tid", alias, r.first))
+	}
+	if r.end >= 0 {
+		conds = append(conds, fmt.Sprintf("%s.ctid < '(%d,0)'::tid", alias, r.end))
+	}
+	if len(conds) == 0 {
+		return "true"
+	}
+	return strings.Join(conds, " AND ")
+}
+
+// splitBlocks cuts the blocks 0..n-1 into parts ranges about even, the
+// last open so that it takes any block added since n was read.
+func splitBlocks(n int64, parts int) []blockRange {
+	out := make([]blockRange, parts)
+	for i := range out {
+		out[i] = blockRange{n * int64(i) / int64(parts), n * int64(i+1) / int64(parts)}
+	}
+	out[parts-1].end = -1
+	return out
+}
+
+// verifyPart is one verify worker's share: the jobs, links and rejects of
+// the ids, and the migrated executions stored in the blocks.
+type verifyPart struct {
+	ids    idRange
+	blocks blockRange
+}
+
+// wholeTable is the comparison in one transaction.
+var wholeTable = verifyPart{allIDs, allBlocks}
+
 // splitIDs cuts the id line into at most n contiguous ranges whose inner
 // bounds are chunk boundaries between minID and maxID, so that no chunk is
 // in two ranges. The cut is even by id: job ids come from a sequence, so
@@ -95,12 +142,13 @@ func floorDiv(a, b int64) int64 {
 	return q
 }
 
-// verifyRanges splits the job ids among as many workers as verify can
-// have: VerifyParallel, but no more than the pool has connections free
-// besides the coordinating transaction's (a repair or cutover holds one
-// more for the runner lock; a worker waiting for a connection nobody
-// releases would hang verify), and no more than there are chunks.
-func verifyRanges(ctx context.Context, tx pgx.Tx, pool *pgxpool.Pool, opts Options) ([]idRange, error) {
+// verifyParts splits the job ids, and executions' heap blocks, among as
+// many workers as verify can have: VerifyParallel, but no more than the
+// pool has connections free besides the coordinating transaction's (a
+// repair or cutover holds one more for the runner lock; a worker waiting
+// for a connection nobody releases would hang verify), and no more than
+// there are chunks.
+func verifyParts(ctx context.Context, tx pgx.Tx, pool *pgxpool.Pool, opts Options) ([]verifyPart, error) {
 	n := opts.VerifyParallel
 	if free := int(pool.Config().MaxConns - pool.Stat().AcquiredConns()); n > 1+free {
 		opts.Logger.Info("phase3 verify: fewer workers than asked, the pool has no more connections free (pool_max_conns in the database URL)",
@@ -108,16 +156,22 @@ func verifyRanges(ctx context.Context, tx pgx.Tx, pool *pgxpool.Pool, opts Optio
 		n = 1 + free
 	}
 	if n <= 1 {
-		return []idRange{allIDs}, nil
+		return []verifyPart{wholeTable}, nil
 	}
 	var lo, hi *int64
-	if err := tx.QueryRow(ctx, "SELECT min(id), max(id) FROM jobs").Scan(&lo, &hi); err != nil {
+	var blocks int64
+	if err := tx.QueryRow(ctx, `SELECT min(id), max(id), pg_relation_size('executions') / current_setting('block_size')::bigint FROM jobs`).Scan(&lo, &hi, &blocks); err != nil {
 		return nil, fmt.Errorf("split the ids: %w", err)
 	}
 	if lo == nil {
-		return []idRange{allIDs}, nil
+		return []verifyPart{wholeTable}, nil
 	}
-	return splitIDs(*lo, *hi, opts.ChunkIDs, n), nil
+	ids := splitIDs(*lo, *hi, opts.ChunkIDs, n)
+	parts := make([]verifyPart, len(ids))
+	for i, b := range splitBlocks(blocks, len(ids)) {
+		parts[i] = verifyPart{ids[i], b}
+	}
+	return parts, nil
 }
 
 // snapshotIDRE is what pg_export_snapshot returns: hex digits and dashes.
@@ -133,53 +187,58 @@ const noParallelQuery = "SET LOCAL max_parallel_workers_per_gather = 0"
 // locks every worker's comparison needs.
 const lockCompared = "LOCK TABLE jobs, executions, spine_phase3_mapping, spine_phase3_rejects IN ACCESS SHARE MODE"
 
-// compareRanges compares each range on a worker of its own: the first in
-// tx, the coordinating transaction, every other on a pool connection in a
-// transaction that imports tx's snapshot, so that all of them read the
-// database as tx does, whatever commits meanwhile. tx stays open until
-// every worker is done, as an exported snapshot can only be imported while
-// its transaction lasts. The first error cancels the other workers.
+// compareParts compares each part on a worker of its own and adds up
+// their sums: the first in tx, the coordinating transaction, every other
+// on a pool connection in a transaction that imports tx's snapshot, so
+// that all of them read the database as tx does, whatever commits
+// meanwhile. tx stays open until every worker is done, as an exported
+// snapshot can only be imported while its transaction lasts. The first
+// error cancels the other workers.
 //
 // A worker must never wait for a lock: with tx holding its locks until
 // the workers are done, a lock request queued behind tx's (a TRUNCATE or
 // ALTER of jobs, say) would make any later request of a worker wait
 // behind it, forever. So the workers run with a lock timeout and hand a
-// range they cannot lock back to tx, which holds every lock it needs.
-func compareRanges(ctx context.Context, tx pgx.Tx, pool *pgxpool.Pool, ranges []idRange,
-	build func(idRange) (verifySQL, error), opts Options) ([]VerifyReport, error) {
-	parts := make([]VerifyReport, len(ranges))
-	errs := make([]error, len(ranges))
+// part they cannot lock back to tx, which holds every lock it needs.
+func compareParts(ctx context.Context, tx pgx.Tx, pool *pgxpool.Pool, parts []verifyPart,
+	build func(verifyPart) (verifySQL, error), opts Options) (chunkSums, error) {
+	sums := make([]chunkSums, len(parts))
+	errs := make([]error, len(parts))
 	onTx := func(i int) {
-		v, err := build(ranges[i])
+		v, err := build(parts[i])
 		if err == nil {
-			parts[i], err = v.compare(ctx, tx, opts)
+			sums[i], err = v.sums(ctx, tx, opts)
 		}
 		errs[i] = err
 	}
-	if len(ranges) == 1 {
+	if len(parts) == 1 {
 		onTx(0)
-		return parts, errs[0]
+		return sums[0], errs[0]
 	}
 	if _, err := tx.Exec(ctx, lockCompared+"; "+noParallelQuery); err != nil {
-		return nil, fmt.Errorf("lock the compared tables: %w", err)
+		return chunkSums{}, fmt.Errorf("lock the compared tables: %w", err)
 	}
 	var snapshot string
 	if err := tx.QueryRow(ctx, "SELECT pg_export_snapshot()").Scan(&snapshot); err != nil {
-		return nil, fmt.Errorf("export the snapshot: %w", err)
+		return chunkSums{}, fmt.Errorf("export the snapshot: %w", err)
 	}
 	if !snapshotIDRE.MatchString(snapshot) {
-		return nil, fmt.Errorf("pg_export_snapshot returned %q, not a snapshot id", snapshot)
+		return chunkSums{}, fmt.Errorf("pg_export_snapshot returned %q, not a snapshot id", snapshot)
 	}
 	if opts.afterSnapshotExport != nil {
-		opts.afterSnapshotExport(ranges)
+		ids := make([]idRange, len(parts))
+		for i, p := range parts {
+			ids[i] = p.ids
+		}
+		opts.afterSnapshotExport(ids)
 	}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	for i := 1; i < len(ranges); i++ {
+	for i := 1; i < len(parts); i++ {
 		wg.Go(func() {
-			parts[i], errs[i] = compareImported(ctx, pool, snapshot, ranges[i], build, opts)
+			sums[i], errs[i] = compareImported(ctx, pool, snapshot, parts[i], build, opts)
 			if errs[i] != nil && !pglock.Conflict(errs[i]) {
 				cancel()
 			}
@@ -189,10 +248,10 @@ func compareRanges(ctx context.Context, tx pgx.Tx, pool *pgxpool.Pool, ranges []
 		cancel()
 	}
 	wg.Wait()
-	for i := 1; i < len(ranges); i++ {
+	for i := 1; i < len(parts); i++ {
 		if pglock.Conflict(errs[i]) && errs[0] == nil && ctx.Err() == nil {
-			opts.Logger.Info("phase3 verify: a lock request waits behind verify's; its coordinating transaction compares the range itself",
-				"range", ranges[i].String(), "err", errs[i])
+			opts.Logger.Info("phase3 verify: a lock request waits behind verify's; its coordinating transaction compares the part itself",
+				"part", parts[i].String(), "err", errs[i])
 			onTx(i)
 		}
 	}
@@ -203,33 +262,50 @@ func compareRanges(ctx context.Context, tx pgx.Tx, pool *pgxpool.Pool, ranges []
 		if err == nil {
 			continue
 		}
-		err = fmt.Errorf("%s: %w", ranges[i], err)
+		err = fmt.Errorf("%s: %w", parts[i], err)
 		if first == nil || errors.Is(first, context.Canceled) && !errors.Is(err, context.Canceled) {
 			first = err
 		}
 	}
-	return parts, first
+	if first != nil {
+		return chunkSums{}, first
+	}
+	total := chunkSums{rows: map[sumKey]*sumVal{}}
+	for _, s := range sums {
+		total.merge(s)
+	}
+	return total, nil
 }
 
-// compareImported compares one range in a transaction of its own that
+func (p verifyPart) String() string {
+	if p.blocks == allBlocks {
+		return p.ids.String()
+	}
+	if p.blocks.end < 0 {
+		return fmt.Sprintf("%s, executions blocks from %d", p.ids, p.blocks.first)
+	}
+	return fmt.Sprintf("%s, executions blocks %d to %d", p.ids, p.blocks.first, p.blocks.end-1)
+}
+
+// compareImported compares one part in a transaction of its own that
 // reads the snapshot the coordinating transaction exported, and gives up
 // (a lock timeout) rather than wait for a lock.
-func compareImported(ctx context.Context, pool *pgxpool.Pool, snapshot string, ids idRange,
-	build func(idRange) (verifySQL, error), opts Options) (VerifyReport, error) {
-	v, err := build(ids)
+func compareImported(ctx context.Context, pool *pgxpool.Pool, snapshot string, part verifyPart,
+	build func(verifyPart) (verifySQL, error), opts Options) (chunkSums, error) {
+	v, err := build(part)
 	if err != nil {
-		return VerifyReport{}, err
+		return chunkSums{}, err
 	}
 	tx, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
-		return VerifyReport{}, err
+		return chunkSums{}, err
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	// SET TRANSACTION SNAPSHOT must precede every query of the transaction
 	// and takes no parameter: the id is spliced, checked by snapshotIDRE.
 	if _, err := tx.Exec(ctx, fmt.Sprintf("SET TRANSACTION SNAPSHOT '%s'; %s; %s; SET LOCAL lock_timeout = %d",
 		snapshot, verifySettings, noParallelQuery, max(1, opts.LockTimeout.Milliseconds()))); err != nil {
-		return VerifyReport{}, fmt.Errorf("import the snapshot: %w", err)
+		return chunkSums{}, fmt.Errorf("import the snapshot: %w", err)
 	}
-	return v.compare(ctx, tx, opts)
+	return v.sums(ctx, tx, opts)
 }

@@ -266,12 +266,13 @@ func TestSplitIDs(t *testing.T) {
 
 // A worker's range predicate on jobs.id is a range scan of the primary
 // key the planner can take (it would, on a table large enough to prefer
-// it to a sequential scan).
-func TestVerifyWorkerCanScanItsRangeByPrimaryKey(t *testing.T) {
+// it to a sequential scan), and its share of executions a scan of its
+// blocks alone.
+func TestVerifyWorkerScansItsIDsAndBlocksOnly(t *testing.T) {
 	t.Parallel()
 	b := setup(t)
 	b.copy()
-	sql, err := phase3.VerifyChunkSQL(b.ctx, b.pool, 1000, 1999)
+	sql, err := phase3.VerifyChunkSQL(b.ctx, b.pool, 1000, 1999, 10, 20)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,5 +295,29 @@ func TestVerifyWorkerCanScanItsRangeByPrimaryKey(t *testing.T) {
 	plan := strings.Join(lines, "\n")
 	if !strings.Contains(plan, "jobs_pkey") || !strings.Contains(plan, "Index Cond: ((id >= 1000) AND (id <= 1999))") {
 		t.Errorf("the worker's jobs are not scanned by the primary key:\n%s", plan)
+	}
+	if !strings.Contains(plan, "Tid Range Scan on executions e") || !strings.Contains(plan, "TID Cond: ((ctid >= '(10,0)'::tid) AND (ctid < '(20,0)'::tid))") {
+		t.Errorf("the worker's executions are not scanned by their blocks:\n%s", plan)
+	}
+}
+
+// The blocks are split about evenly, without gap or overlap, the last
+// part open to blocks added after they were counted.
+func TestSplitBlocks(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		n     int64
+		parts int
+		want  [][2]int64
+	}{
+		{100, 2, [][2]int64{{0, 50}, {50, -1}}},
+		{10, 3, [][2]int64{{0, 3}, {3, 6}, {6, -1}}},
+		{1, 4, [][2]int64{{0, 0}, {0, 0}, {0, 0}, {0, -1}}},
+		{0, 2, [][2]int64{{0, 0}, {0, -1}}},
+		{1, 1, [][2]int64{{0, -1}}},
+	} {
+		if got := phase3.SplitBlocks(c.n, c.parts); !reflect.DeepEqual(got, c.want) {
+			t.Errorf("SplitBlocks(%d, %d) = %v, want %v", c.n, c.parts, got, c.want)
+		}
 	}
 }
