@@ -66,7 +66,7 @@ func VerifyChunkSQL(ctx context.Context, pool *pgxpool.Pool, first, last, firstB
 		return "", err
 	}
 	all := func(string) string { return "true" }
-	v, err := buildVerifySQL(b, types, rowHashSQL(true), all, verifyPart{idRange{first, last}, blockRange{firstBlock, endBlock}})
+	v, err := buildVerifySQL(b, types, rowHashSQL(true), all, verifyPart{idRange{first, last}, &blockRange{firstBlock, endBlock}})
 	return v.chunkSQL(), err
 }
 

@@ -112,10 +112,14 @@ func buildVerifySQL(b boundMapping, types map[string]string, rowHash func([]stri
 		have = append(have, "e."+q)
 	}
 	legacyID := "(e.metadata ->> 'legacy_job_id')::bigint"
-	// The migrated executions compared are those stored in the part's
-	// blocks, whatever job they stand for: each is read by one worker,
-	// rather than every worker reading all to keep its own ids.
-	migrated := part.blocks.sql("e") + " AND " + scope(legacyID)
+	// The migrated executions compared: those of the part's ids, or, for
+	// a worker's share, those stored in its blocks, whatever job they
+	// stand for: each is read by one worker, rather than every worker
+	// reading all to keep its own ids.
+	migrated := inPart(legacyID)
+	if part.blocks != nil {
+		migrated = part.blocks.sql("e") + " AND " + scope(legacyID)
+	}
 	// The expected execution id from an MD5 computed once per job, in a
 	// LATERAL subquery, and its bits set as bytes: half the cost of the
 	// mapping's own expression, which computes the MD5 twice and edits
@@ -268,8 +272,7 @@ func verify(ctx context.Context, pool *pgxpool.Pool, opts Options, forceTextHash
 	}
 	rowHash := rowHashSQL(haveRecordHash && !forceTextHash)
 	build := func(p verifyPart) (verifySQL, error) { return buildVerifySQL(b, types, rowHash, scope, p) }
-	whole, err := build(wholeTable) // a column missing fails every part alike: say so once
-	if err != nil {
+	if _, err := build(wholeTable); err != nil { // a column missing fails every part alike: say so once
 		return r, err
 	}
 	parts, err := verifyParts(ctx, tx, pool, opts)
@@ -280,9 +283,14 @@ func verify(ctx context.Context, pool *pgxpool.Pool, opts Options, forceTextHash
 	if err != nil {
 		return r, fmt.Errorf("phase3 verify: %w", err)
 	}
-	r.judge(sums, opts.ChunkIDs, opts.MaxListed)
-	if len(r.Mismatches) > 0 {
-		if err := r.listJobs(ctx, tx, whole, opts.MaxListed); err != nil {
+	r.judge(sums, opts.ChunkIDs)
+	if n := len(r.Mismatches); n > 0 {
+		// Over the ids from the first differing range to the last alone.
+		v, err := build(verifyPart{ids: idRange{r.Mismatches[0].FirstID, r.Mismatches[n-1].LastID}})
+		if err == nil {
+			err = r.listJobs(ctx, tx, v, opts.MaxListed)
+		}
+		if err != nil {
 			return r, fmt.Errorf("phase3 verify: %w", err)
 		}
 	}
@@ -358,7 +366,7 @@ func (s *chunkSums) merge(o chunkSums) {
 // judge fills the report's counts, Chunks and Mismatches from the sums: a
 // chunk differs when any kind's count or sum differs between the sides;
 // adjacent differing chunks are merged into one range.
-func (r *VerifyReport) judge(s chunkSums, chunkIDs int64, maxListed int) {
+func (r *VerifyReport) judge(s chunkSums, chunkIDs int64) {
 	// Every job compared is an expected execution (x), an unmapped job
 	// (u) or a job linked to executions Capture-Spine wrote. Only the
 	// last are counted apart: they are few, where a row for every job
@@ -404,15 +412,14 @@ func (r *VerifyReport) judge(s chunkSums, chunkIDs int64, maxListed int) {
 		}
 		if !same {
 			lo := c * chunkIDs
-			r.Mismatches = mergeMismatch(r.Mismatches, Mismatch{FirstID: lo, LastID: lo + chunkIDs - 1, ExpectedRows: e, ActualRows: a}, maxListed)
+			r.Mismatches = mergeMismatch(r.Mismatches, Mismatch{FirstID: lo, LastID: lo + chunkIDs - 1, ExpectedRows: e, ActualRows: a})
 		}
 	}
 }
 
 // mergeMismatch appends m, which starts after every range of ms, to ms:
-// merged into the last range when the two are adjacent, keeping the first
-// maxListed jobs of both.
-func mergeMismatch(ms []Mismatch, m Mismatch, maxListed int) []Mismatch {
+// merged into the last range when the two are adjacent.
+func mergeMismatch(ms []Mismatch, m Mismatch) []Mismatch {
 	last := len(ms) - 1
 	if last < 0 || ms[last].LastID != m.FirstID-1 {
 		return append(ms, m)
@@ -421,8 +428,6 @@ func mergeMismatch(ms []Mismatch, m Mismatch, maxListed int) []Mismatch {
 	prev.LastID = m.LastID
 	prev.ExpectedRows += m.ExpectedRows
 	prev.ActualRows += m.ActualRows
-	prev.Jobs = append(prev.Jobs, m.Jobs...)
-	prev.Jobs = prev.Jobs[:min(len(prev.Jobs), maxListed)]
 	return ms
 }
 

@@ -68,8 +68,6 @@ func (r idRange) within(scope func(string) string) func(string) string {
 // up before the sides are compared (chunkSums).
 type blockRange struct{ first, end int64 }
 
-var allBlocks = blockRange{0, -1}
-
 // sql is the range as a predicate on the ctid of alias: a TID range scan
 // from PostgreSQL 14 on (a filter on a full scan before).
 func (r blockRange) sql(alias string) string {
@@ -97,15 +95,16 @@ func splitBlocks(n int64, parts int) []blockRange {
 	return out
 }
 
-// verifyPart is one verify worker's share: the jobs, links and rejects of
-// the ids, and the migrated executions stored in the blocks.
+// verifyPart is a share of the comparison: the jobs, links and rejects of
+// the ids, and the migrated executions stored in blocks, or, when blocks
+// is nil, those of the ids.
 type verifyPart struct {
 	ids    idRange
-	blocks blockRange
+	blocks *blockRange
 }
 
 // wholeTable is the comparison in one transaction.
-var wholeTable = verifyPart{allIDs, allBlocks}
+var wholeTable = verifyPart{ids: allIDs}
 
 // splitIDs cuts the id line into at most n contiguous ranges whose inner
 // bounds are chunk boundaries between minID and maxID, so that no chunk is
@@ -169,7 +168,7 @@ func verifyParts(ctx context.Context, tx pgx.Tx, pool *pgxpool.Pool, opts Option
 	ids := splitIDs(*lo, *hi, opts.ChunkIDs, n)
 	parts := make([]verifyPart, len(ids))
 	for i, b := range splitBlocks(blocks, len(ids)) {
-		parts[i] = verifyPart{ids[i], b}
+		parts[i] = verifyPart{ids[i], &b}
 	}
 	return parts, nil
 }
@@ -278,7 +277,7 @@ func compareParts(ctx context.Context, tx pgx.Tx, pool *pgxpool.Pool, parts []ve
 }
 
 func (p verifyPart) String() string {
-	if p.blocks == allBlocks {
+	if p.blocks == nil {
 		return p.ids.String()
 	}
 	if p.blocks.end < 0 {
