@@ -35,8 +35,13 @@ type VerifyReport struct {
 	ExpectedLinks      int64 `json:"expected_links"`
 	ActualLinks        int64 `json:"actual_links"`
 	Unmapped           int64 `json:"unmapped"`
-	Chunks             int   `json:"chunks"`
-	ChunkIDs           int64 `json:"chunk_ids"`
+	// Orphans are executions marked as migrated from a job, and links,
+	// that name no job: legacy_job_id, or an element of legacy_job_ids,
+	// missing or null. No job says what they should be, so repair cannot
+	// mend them.
+	Orphans  int64 `json:"orphans"`
+	Chunks   int   `json:"chunks"`
+	ChunkIDs int64 `json:"chunk_ids"`
 	// Mismatches are the id ranges whose hashes differ, adjacent chunks merged.
 	Mismatches []Mismatch    `json:"mismatches"`
 	Elapsed    time.Duration `json:"elapsed_ns"`
@@ -59,9 +64,14 @@ type JobDiff struct {
 	Problem string `json:"problem"`
 }
 
+// OrphansSQL finds the executions VerifyReport.Orphans counts.
+const OrphansSQL = `SELECT execution_id FROM executions WHERE metadata ? '` + metaMigrated + `' AND metadata ->> 'legacy_job_id' IS NULL OR jsonb_path_exists(metadata, '$.legacy_job_ids[*] ? (@ == null)')`
+
 // OK says the executions match the jobs, every job is mapped and the copy
 // is complete.
-func (r VerifyReport) OK() bool { return r.Complete && len(r.Mismatches) == 0 && r.Unmapped == 0 }
+func (r VerifyReport) OK() bool {
+	return r.Complete && len(r.Mismatches) == 0 && r.Unmapped == 0 && r.Orphans == 0
+}
 
 // Err explains why the report is not OK.
 func (r VerifyReport) Err() error {
@@ -75,6 +85,10 @@ func (r VerifyReport) Err() error {
 	}
 	if r.Unmapped > 0 {
 		why = append(why, fmt.Sprintf("%d jobs have a type or status the mapping does not know (listed in %s): add them with %s and run phase3 copy --execute again", r.Unmapped, RejectsTable, MappingFlag))
+	}
+	if r.Orphans > 0 {
+		why = append(why, fmt.Sprintf("%d executions or links say they stand for a job but name none (metadata legacy_job_id, or an element of legacy_job_ids, missing or null): "+
+			"no job says what they should be, so mend or delete them by hand; %s finds them", r.Orphans, OrphansSQL))
 	}
 	if !r.Complete {
 		why = append(why, "the copy has not finished: "+r.Scope)
@@ -111,14 +125,21 @@ func buildVerifySQL(b boundMapping, types map[string]string, rowHash func([]stri
 		want = append(want, "m."+q+"::"+t)
 		have = append(have, "e."+q)
 	}
-	legacyID := "(e.metadata ->> 'legacy_job_id')::bigint"
-	// The migrated executions compared: those of the part's ids, or, for
-	// a worker's share, those stored in its blocks, whatever job they
-	// stand for: each is read by one worker, rather than every worker
-	// reading all to keep its own ids.
-	migrated := inPart(legacyID)
-	if part.blocks != nil {
-		migrated = part.blocks.sql("e") + " AND " + scope(legacyID)
+	legacyID, linkedID := "(e.metadata ->> 'legacy_job_id')::bigint", "(v #>> '{}')::bigint"
+	// The migrated executions and links compared: those of the part's
+	// ids, or, for a worker's share, those stored in its blocks, whatever
+	// job they stand for: each is read by one worker, rather than every
+	// worker reading all to keep its own ids. Those that name no job (a
+	// NULL key, counted as orphans) are in the whole table's comparison
+	// and in one worker's share.
+	orNull := func(k string) string { return fmt.Sprintf("(%s OR %s IS NULL)", scope(k), k) }
+	migrated, linked := inPart(legacyID), inPart(linkedID)
+	switch {
+	case part.blocks != nil:
+		migrated = part.blocks.sql("e.ctid") + " AND " + orNull(legacyID)
+		linked = part.blocks.sql("e.spine_ctid") + " AND " + orNull(linkedID)
+	case part.ids == allIDs:
+		migrated, linked = orNull(legacyID), orNull(linkedID)
 	}
 	// The expected execution id from an MD5 computed once per job, in a
 	// LATERAL subquery, and its bits set as bytes: half the cost of the
@@ -137,7 +158,7 @@ func buildVerifySQL(b boundMapping, types map[string]string, rowHash func([]stri
 	sel = strings.Replace(sel, b.Metadata, b.MetadataText, 1)
 	return verifySQL{with: fmt.Sprintf(`
 WITH special AS MATERIALIZED (
-    SELECT execution_id, backend_task_id, metadata ? '%[1]s' AS migrated, metadata -> 'legacy_job_ids' AS links
+    SELECT ctid AS spine_ctid, execution_id, backend_task_id, metadata ? '%[1]s' AS migrated, metadata -> 'legacy_job_ids' AS links
     FROM executions
     WHERE backend_task_id IS NOT NULL AND NOT (metadata ? '%[1]s') OR metadata ? 'legacy_job_ids'
 ), natives AS MATERIALIZED (
@@ -166,7 +187,7 @@ WITH special AS MATERIALIZED (
     FROM executions AS e
     WHERE e.metadata ? '%[1]s' AND %[8]s
     UNION ALL
-    SELECT 'l', (v #>> '{}')::bigint, hashtextextended('link ' || (v #>> '{}') || ' ' || e.execution_id::text, 0)
+    SELECT 'l', %[12]s, hashtextextended('link ' || (v #>> '{}') || ' ' || e.execution_id::text, 0)
     FROM special AS e CROSS JOIN LATERAL jsonb_array_elements(e.links) AS v
     WHERE e.links IS NOT NULL AND %[9]s
     UNION ALL
@@ -174,7 +195,7 @@ WITH special AS MATERIALIZED (
     FROM spine_phase3_rejects AS r
     WHERE %[10]s
 )`, metaMigrated, rowHash(want), mappedSQL("j"), sel, inPart("j.id"),
-		legacyID, rowHash(have), migrated, inPart("(v #>> '{}')::bigint"), inPart("r.job_id"), capturespine.JobIDDigestSQL("j.id"))}, nil
+		legacyID, rowHash(have), migrated, linked, inPart("r.job_id"), capturespine.JobIDDigestSQL("j.id"), linkedID)}, nil
 }
 
 // chunkSQL groups expected and actual by chunk ($1 ids wide) and kind,
@@ -303,8 +324,9 @@ func verify(ctx context.Context, pool *pgxpool.Pool, opts Options, forceTextHash
 // linked to native executions. Sums from parts of the comparison add up
 // to the sums of the whole.
 type chunkSums struct {
-	rows   map[sumKey]*sumVal
-	linked int64
+	rows    map[sumKey]*sumVal
+	linked  int64
+	orphans int64 // rows with no job id, so no chunk
 }
 
 type sumKey struct {
@@ -325,16 +347,24 @@ func (v verifySQL) sums(ctx context.Context, tx pgx.Tx, opts Options) (chunkSums
 		return s, fmt.Errorf("compare chunks: %w", err)
 	}
 	var k sumKey
+	var chunk *int64
 	var n int64
-	var sum string
-	_, err = pgx.ForEachRow(rows, []any{&k.side, &k.kind, &k.chunk, &n, &sum}, func() error {
-		if k.side == "j" {
+	var sum *string
+	_, err = pgx.ForEachRow(rows, []any{&k.side, &k.kind, &chunk, &n, &sum}, func() error {
+		switch {
+		case k.side == "j":
 			s.linked += n
 			return nil
+		case chunk == nil:
+			s.orphans += n
+			return nil
+		case sum == nil:
+			return fmt.Errorf("chunk %d has %d rows of kind %s on side %s and no hash sum", *chunk, n, k.kind, k.side)
 		}
+		k.chunk = *chunk
 		var x big.Int
-		if _, ok := x.SetString(sum, 10); !ok {
-			return fmt.Errorf("a hash sum %q is not an integer", sum)
+		if _, ok := x.SetString(*sum, 10); !ok {
+			return fmt.Errorf("a hash sum %q is not an integer", *sum)
 		}
 		s.add(k, n, &x)
 		return nil
@@ -358,6 +388,7 @@ func (s *chunkSums) add(k sumKey, n int64, sum *big.Int) {
 // merge adds o's counts and sums to s's.
 func (s *chunkSums) merge(o chunkSums) {
 	s.linked += o.linked
+	s.orphans += o.orphans
 	for k, v := range o.rows {
 		s.add(k, v.n, &v.sum)
 	}
@@ -371,7 +402,7 @@ func (r *VerifyReport) judge(s chunkSums, chunkIDs int64) {
 	// (u) or a job linked to executions Capture-Spine wrote. Only the
 	// last are counted apart: they are few, where a row for every job
 	// was a third of the rows grouped.
-	r.Jobs = s.linked
+	r.Jobs, r.Orphans = s.linked, s.orphans
 	kinds := map[int64]map[string]bool{}
 	for k, v := range s.rows {
 		if kinds[k.chunk] == nil {
@@ -513,6 +544,9 @@ func (r VerifyReport) Write(w io.Writer) {
 	fmt.Fprintf(w, "  links from Capture-Spine's executions: %d expected, %d found\n", r.ExpectedLinks, r.ActualLinks)
 	if r.Unmapped > 0 {
 		fmt.Fprintf(w, "  unmapped jobs (in %s): %d\n", RejectsTable, r.Unmapped)
+	}
+	if r.Orphans > 0 {
+		fmt.Fprintf(w, "  executions or links that name no job: %d\n", r.Orphans)
 	}
 	for _, m := range r.Mismatches {
 		fmt.Fprintf(w, "  MISMATCH ids %d-%d: %d rows expected, %d found", m.FirstID, m.LastID, m.ExpectedRows, m.ActualRows)

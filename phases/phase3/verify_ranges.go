@@ -68,15 +68,16 @@ func (r idRange) within(scope func(string) string) func(string) string {
 // up before the sides are compared (chunkSums).
 type blockRange struct{ first, end int64 }
 
-// sql is the range as a predicate on the ctid of alias: a TID range scan
-// from PostgreSQL 14 on (a filter on a full scan before).
-func (r blockRange) sql(alias string) string {
+// sql is the range as a predicate on the tid expression ctid: on a
+// table's ctid, a TID range scan from PostgreSQL 14 on (a filter on a full
+// scan before).
+func (r blockRange) sql(ctid string) string {
 	var conds []string
 	if r.first > 0 {
-		conds = append(conds, fmt.Sprintf("%s.ctid >= '(%d,0)'::tid", alias, r.first))
+		conds = append(conds, fmt.Sprintf("%s >= '(%d,0)'::tid", ctid, r.first))
 	}
 	if r.end >= 0 {
-		conds = append(conds, fmt.Sprintf("%s.ctid < '(%d,0)'::tid", alias, r.end))
+		conds = append(conds, fmt.Sprintf("%s < '(%d,0)'::tid", ctid, r.end))
 	}
 	if len(conds) == 0 {
 		return "true"

@@ -321,3 +321,58 @@ func TestSplitBlocks(t *testing.T) {
 		}
 	}
 }
+
+// An execution marked as migrated without its legacy_job_id, and a link
+// that is null, name no job: verify counts them as orphans, on one
+// connection or several alike, lists the jobs they no longer stand for,
+// and its message finds them.
+func TestVerifyCountsExecutionsThatNameNoJob(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	b.opts.ChunkIDs = 500
+	b.copy()
+	b.verifyOK()
+	lost := b.migratedJob(1200)
+	var native string
+	var linkedJob int64
+	if err := b.pool.QueryRow(b.ctx, `SELECT execution_id::text, (metadata -> 'legacy_job_ids' ->> 0)::bigint FROM executions
+		WHERE metadata ? 'legacy_job_ids' AND jsonb_array_length(metadata -> 'legacy_job_ids') = 1 ORDER BY 1 LIMIT 1`).Scan(&native, &linkedJob); err != nil {
+		t.Fatal(err)
+	}
+	b.exec(`UPDATE executions SET metadata = metadata - 'legacy_job_id' WHERE execution_id = $1`, xid(lost))
+	b.exec(`UPDATE executions SET metadata = jsonb_set(metadata, '{legacy_job_ids,0}', 'null') WHERE execution_id = $1`, native)
+	want := map[string]string{fmt.Sprint(lost): "missing", fmt.Sprint(linkedJob): "missing"}
+
+	pool := b.verifyPool(8)
+	serial, _ := b.verifyOn(pool, b.opts, 1)
+	if serial.OK() || serial.Orphans != 2 || !reflect.DeepEqual(differing(serial), want) {
+		t.Fatalf("verify = %+v, want 2 orphans and %v", serial, want)
+	}
+	for _, parallel := range []int{2, 4} {
+		if r, ranges := b.verifyOn(pool, b.opts, parallel); !reflect.DeepEqual(r, serial) {
+			t.Errorf("%d workers (ranges %v):\n got %+v\nwant %+v", parallel, ranges, r, serial)
+		}
+	}
+	// The same while the copy has not finished (here, as if it had
+	// stopped after both jobs): orphans are out of no copy's reach.
+	b.exec(`UPDATE spine_phase3_copy SET finished_at = NULL, last_id = $1`, max(lost, linkedJob))
+	for _, parallel := range []int{1, 2, 4} {
+		r, ranges := b.verifyOn(pool, b.opts, parallel)
+		if r.Complete || r.Orphans != 2 || !reflect.DeepEqual(differing(r), want) {
+			t.Errorf("%d workers (ranges %v) on a copy cut short: %+v, want 2 orphans and %v", parallel, ranges, r, want)
+		}
+	}
+	if err := serial.Err(); err == nil || !strings.Contains(err.Error(), phase3.OrphansSQL) {
+		t.Errorf("the message does not say how to find them: %v", err)
+	}
+	rows, err := b.pool.Query(b.ctx, phase3.OrphansSQL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if slices.Sort(found); err != nil || !reflect.DeepEqual(found, sorted(xid(lost), native)) {
+		t.Errorf("OrphansSQL found %v, %v; want %s and %s", found, err, xid(lost), native)
+	}
+}
+
+func sorted(s ...string) []string { slices.Sort(s); return s }
