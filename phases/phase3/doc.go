@@ -19,7 +19,9 @@
 //     no row trigger.
 //   - Verify compares, from one snapshot, per-chunk hashes of the mapped
 //     jobs with the executions that stand for them and names every range
-//     that differs; Repair re-copies those ranges.
+//     that differs; Repair re-copies those ranges. Its workers share the
+//     job ids and executions' heap blocks, and add up their sums.
+//     Executions that name no job are counted apart (orphans).
 //   - Cutover verifies, then under a short lock renames jobs to
 //     jobs_retired, drops the triggers and can leave a read-only view named
 //     jobs over executions; Rollback returns the database to its state
