@@ -62,10 +62,10 @@ func (r idRange) within(scope func(string) string) func(string) string {
 }
 
 // blockRange is the heap blocks first..end-1 of executions, end -1 for
-// every block from first on: the migrated executions one verify worker
-// hashes. Where a row is stored says nothing of its job id, so each
-// worker hashes rows of every chunk, and the sums of the parts are added
-// up before the sides are compared (chunkSums).
+// every block from first on: where the migrated executions and links one
+// verify worker hashes are stored. Where a row is stored says nothing of
+// its job id, so each worker hashes rows of every chunk, and the sums of
+// the parts are added up before the sides are compared (chunkSums).
 type blockRange struct{ first, end int64 }
 
 // sql is the range as a predicate on the tid expression ctid: on a
